@@ -1,0 +1,29 @@
+# One-step set-up, tests and the quick start. `make setup` is idempotent: a second run only
+# checks the stamp file (delete .venv/ to start over).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-done
+
+.PHONY: setup test quickstart clean
+
+setup: $(STAMP)
+
+$(STAMP): setup.py tools/install_detectron2.sh
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade "pip>=23"
+	$(PY) -m pip install torch==2.14.1 torchvision==0.29.1
+	PYTHON=$(PY) bash tools/install_detectron2.sh
+	$(PY) -m pip install "numpy<2" "opencv-python-headless<4.11" "timm>=1.0.9" scipy pytest \
+	  "pycocotools>=2.0.2" fvcore
+	$(PY) -m pip install --no-deps -e .
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q tests
+
+quickstart: setup
+	$(PY) tools/quickstart.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

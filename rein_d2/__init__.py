@@ -1,0 +1,1 @@
+"""rein_d2: Rein for Detectron2."""
