@@ -1,1 +1,8 @@
-"""rein_d2: Rein for Detectron2."""
+"""rein_d2: Rein (CVPR 2024) for domain-generalized semantic segmentation in detectron2.
+
+Importing the package registers its backbones (and, with the head, its meta-architecture).
+"""
+from .config import add_rein_config
+from . import modeling  # noqa: F401  (registration on import)
+
+__all__ = ["add_rein_config"]

@@ -1,0 +1,205 @@
+"""Official VFM checkpoints -> weights for a rein_d2 backbone (REIN_SPEC section 3).
+
+Keys are renamed with timm's own checkpoint filters (applied to a weightless copy of the model
+at the checkpoint's own geometry, so that they only rename), then the patch-embedding kernel
+and the patch part of the position table are resized bicubically (align_corners=False) to the
+backbone's patch size and grid, exactly as the reference converts them offline.
+"""
+import io
+import math
+import zipfile
+from dataclasses import dataclass, field
+from typing import Dict, List
+
+import torch
+import torch.nn.functional as F
+
+from ..modeling.backbone.vit_rein import ReinViT, build_timm_vit
+
+__all__ = ["ConversionReport", "CheckpointMismatchError", "load_official_checkpoint",
+           "detect_family", "convert_official_checkpoint"]
+
+_FAMILY_NAMES = {"dinov2": "DINOv2", "eva02": "EVA02", "clip": "OpenAI CLIP", "sam": "SAM",
+                 "mae": "MAE"}
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint does not hold the architecture the backbone was configured for."""
+
+
+@dataclass
+class ConversionReport:
+    converted: List[str] = field(default_factory=list)  # backbone keys written
+    resized: List[str] = field(default_factory=list)  # of those, resized to the new geometry
+    dropped: List[str] = field(default_factory=list)  # checkpoint keys the backbone does not use
+    missing: List[str] = field(default_factory=list)  # backbone keys the checkpoint lacks
+
+    def summary(self) -> str:
+        lines = [f"converted {len(self.converted)} keys ({len(self.resized)} resized: "
+                 f"{', '.join(self.resized) or 'none'})",
+                 f"dropped {len(self.dropped)} keys: {_abbrev(self.dropped)}",
+                 f"missing {len(self.missing)} keys: {_abbrev(self.missing)}"]
+        return "\n".join(lines)
+
+
+def _abbrev(keys: List[str], n: int = 12) -> str:
+    if not keys:
+        return "none"
+    return ", ".join(keys[:n]) + (f", ... ({len(keys) - n} more)" if len(keys) > n else "")
+
+
+def load_official_checkpoint(path: str) -> Dict[str, torch.Tensor]:
+    """Read an official VFM file into a flat {key: tensor} dict.
+
+    Handles plain state dicts (DINOv2, SAM), dicts wrapped in "model"/"module"/"state_dict"
+    (EVA02, MAE) and TorchScript archives (OpenAI CLIP). Pickles are read with
+    weights_only=True; a TorchScript archive is read by torch.jit.load, which runs no pickle code.
+    """
+    with open(path, "rb") as f:
+        data = f.read()
+    if zipfile.is_zipfile(io.BytesIO(data)):
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            is_torchscript = any(n.endswith("code/__torch__.py") or "/code/" in n
+                                 for n in z.namelist())
+        if is_torchscript:
+            return {k: v.float() for k, v in torch.jit.load(io.BytesIO(data), map_location="cpu")
+                    .state_dict().items()}
+    try:
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointMismatchError(
+            f"{path}: cannot be read as a PyTorch checkpoint ({type(e).__name__}: {e}); expected "
+            "an official DINOv2/EVA02/SAM/MAE .pth or an OpenAI CLIP TorchScript .pt") from e
+    for wrapper in ("model_ema", "model", "module", "state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+            obj = obj[wrapper]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointMismatchError(f"{path}: expected a dict of tensors, got {type(obj).__name__}")
+    return dict(obj)
+
+
+def detect_family(state: Dict[str, torch.Tensor]) -> str:
+    """Which official format a flat state dict is in, from its key names."""
+    if "visual.class_embedding" in state or "visual.conv1.weight" in state:
+        return "clip"
+    if "image_encoder.patch_embed.proj.weight" in state:
+        return "sam"
+    if "blocks.0.attn.q_proj.weight" in state or any(k.startswith("rope.") for k in state):
+        return "eva02"
+    if "mask_token" in state and ("blocks.0.ls1.gamma" in state or "register_tokens" in state):
+        return "dinov2"
+    if "blocks.0.attn.qkv.weight" in state and "cls_token" in state:
+        return "mae"
+    raise CheckpointMismatchError(
+        "unrecognised checkpoint: expected the official key names of DINOv2 (mask_token, "
+        "blocks.N.ls1.gamma), EVA02 (blocks.N.attn.q_proj), OpenAI CLIP (visual.*), SAM "
+        f"(image_encoder.*) or MAE (blocks.N.attn.qkv); first keys: {list(state)[:8]}")
+
+
+def _source_geometry(state: Dict[str, torch.Tensor], family: str):
+    """(patch size, image size) the checkpoint was trained at, from its own tensors."""
+    kernel = {"clip": "visual.conv1.weight", "sam": "image_encoder.patch_embed.proj.weight"}.get(
+        family, "patch_embed.proj.weight")
+    patch = state[kernel].shape[-1]
+    if family == "sam":
+        return patch, state["image_encoder.pos_embed"].shape[1] * patch
+    pos = state["visual.positional_embedding"] if family == "clip" else state["pos_embed"]
+    n = pos.shape[-2]
+    grid = math.isqrt(n - 1) if math.isqrt(n - 1) ** 2 == n - 1 else math.isqrt(n)
+    return patch, grid * patch
+
+
+def _describe(state: Dict[str, torch.Tensor]) -> str:
+    blocks = {k.split(".")[1] for k in state if k.startswith("blocks.")}
+    width = state["patch_embed.proj.weight"].shape[0] if "patch_embed.proj.weight" in state else "?"
+    return f"width {width}, {len(blocks)} blocks"
+
+
+def convert_official_checkpoint(state: Dict[str, torch.Tensor], backbone: ReinViT):
+    """Convert an official flat state dict for ``backbone.vit``.
+
+    Returns (state dict for ``backbone.vit``, ConversionReport). Raises CheckpointMismatchError
+    when the checkpoint is of another family or size than the backbone.
+    """
+    family = detect_family(state)
+    if family != backbone.family:
+        raise CheckpointMismatchError(
+            f"this is a {_FAMILY_NAMES[family]} checkpoint, but the backbone is "
+            f"{_FAMILY_NAMES[backbone.family]} ({backbone.arch.timm_name}); pick the config of "
+            f"the checkpoint's model (MODEL.BACKBONE.NAME)")
+    patch, img = _source_geometry(state, family)
+    # Rename only: a weightless model at the checkpoint's geometry makes timm's filter skip its
+    # own resampling (which differs from the reference's bicubic resize).
+    with torch.device("meta"):
+        source = build_timm_vit(backbone.arch, img, patch, **backbone.timm_overrides)
+    filter_fn = _timm_filter(family)
+    renamed = filter_fn(dict(state), source)
+
+    target = backbone.vit.state_dict()
+    report = ConversionReport()
+    out = {}
+    for k, v in renamed.items():
+        if k not in target:
+            continue
+        v = v.float()
+        if v.shape != target[k].shape:
+            v = _resize(k, v, target[k].shape, backbone)
+            report.resized.append(k)
+        if v.shape != target[k].shape:
+            raise CheckpointMismatchError(
+                f"{k}: checkpoint shape {tuple(v.shape)} does not fit the backbone's "
+                f"{tuple(target[k].shape)}. The checkpoint has {_describe(renamed)}; the "
+                f"backbone {backbone.arch.timm_name} has width {backbone.embed_dim}, "
+                f"{len(backbone.vit.blocks)} blocks: set MODEL.VIT.SIZE to the checkpoint's size")
+        out[k] = v
+        report.converted.append(k)
+    # Name dropped keys as the checkpoint does: a source tensor is used when its storage
+    # reached the output (renaming keeps storages; reshaped views share them).
+    used = {renamed[k].untyped_storage().data_ptr() for k in report.converted}
+    report.dropped = [k for k in state if state[k].untyped_storage().data_ptr() not in used]
+    report.missing = [k for k in target if k not in out and _is_weight(k, backbone)]
+    if report.missing:
+        raise CheckpointMismatchError(
+            f"the checkpoint lacks {len(report.missing)} weights the backbone needs "
+            f"({_abbrev(report.missing)}). The checkpoint has {_describe(renamed)}; the backbone "
+            f"{backbone.arch.timm_name} has {len(backbone.vit.blocks)} blocks: set MODEL.VIT.SIZE "
+            "(and MODEL.VIT.NUM_REGISTERS) to the checkpoint's model")
+    return out, report
+
+
+def _is_weight(key: str, backbone: ReinViT) -> bool:
+    # Buffers computed at build time (EVA02's rotary tables) are not stored in checkpoints.
+    return key in dict(backbone.vit.named_parameters())
+
+
+def _timm_filter(family: str):
+    if family == "sam":
+        from timm.models.vision_transformer_sam import checkpoint_filter_fn
+    elif family == "eva02":
+        from timm.models.eva import checkpoint_filter_fn
+    else:
+        from timm.models.vision_transformer import checkpoint_filter_fn
+    return checkpoint_filter_fn
+
+
+def _resize(key: str, v: torch.Tensor, shape: torch.Size, backbone: ReinViT) -> torch.Tensor:
+    """Bicubic resize of the patch kernel and the patch part of position tables; linear resize
+    of SAM's relative position tables (as SAM itself does at run time)."""
+    if key == "patch_embed.proj.weight":
+        return F.interpolate(v, size=tuple(shape[-2:]), mode="bicubic", align_corners=False)
+    if key == "pos_embed" and v.dim() == 4:  # SAM: [1, H, W, C]
+        grid = F.interpolate(v.permute(0, 3, 1, 2), size=tuple(shape[1:3]), mode="bicubic",
+                             align_corners=False)
+        return grid.permute(0, 2, 3, 1)
+    if key == "pos_embed":  # [1, P + N, C]; the P prefix entries (cls) are kept
+        n_new = shape[1]
+        n_prefix = 0 if backbone.vit.no_embed_class else backbone.num_prefix_tokens
+        old, new = math.isqrt(v.shape[1] - n_prefix), math.isqrt(n_new - n_prefix)
+        c = v.shape[-1]
+        grid = v[:, n_prefix:].reshape(1, old, old, c).permute(0, 3, 1, 2)
+        grid = F.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False)
+        return torch.cat([v[:, :n_prefix], grid.permute(0, 2, 3, 1).reshape(1, new * new, c)], 1)
+    if key.endswith(("rel_pos_h", "rel_pos_w")):
+        t = F.interpolate(v.t().unsqueeze(0), size=shape[0], mode="linear")
+        return t[0].t()
+    return v

@@ -1,0 +1,46 @@
+"""rein_d2's config keys, added to a detectron2 config by :func:`add_rein_config`."""
+from detectron2.config import CfgNode as CN
+
+__all__ = ["add_rein_config"]
+
+
+def add_rein_config(cfg: CN) -> CN:
+    """Add the keys of the Rein backbones to ``cfg`` (in place) and return it."""
+    cfg.MODEL.VIT = CN()
+    # VFM size: small / base / large / giant (DINOv2), base / large / huge (SAM), large (others).
+    cfg.MODEL.VIT.SIZE = "large"
+    # DINOv2 register tokens: 0 (original models) or 4 (the "with registers" models).
+    cfg.MODEL.VIT.NUM_REGISTERS = 0
+    # Custom sizes (0 = as MODEL.VIT.SIZE): width, number of blocks and of attention heads.
+    cfg.MODEL.VIT.EMBED_DIM = 0
+    cfg.MODEL.VIT.DEPTH = 0
+    cfg.MODEL.VIT.NUM_HEADS = 0
+    # Patch size the model runs at; official 14x14 kernels are resized offline to it.
+    cfg.MODEL.VIT.PATCH_SIZE = 16
+    # Image size the stored position table is laid out for (grid = IMG_SIZE / PATCH_SIZE).
+    cfg.MODEL.VIT.IMG_SIZE = 512
+    # Blocks whose outputs become res2..res5; empty = the spec's default for the depth.
+    cfg.MODEL.VIT.OUT_INDICES = []
+    # Freeze the VFM and keep it in eval mode; False = full fine-tuning baseline.
+    cfg.MODEL.VIT.FREEZE = True
+    # Multi-scale neck: "resize" (bilinear x4/x2/x1/x0.5) or "deconv" (learned, CLIP variant).
+    cfg.MODEL.VIT.NECK = "resize"
+
+    cfg.MODEL.REIN = CN()
+    # Refine the frozen VFM with Rein; False = plain frozen backbone.
+    cfg.MODEL.REIN.ENABLED = True
+    # Tokens per layer (m); must equal the number of queries when linked to them.
+    cfg.MODEL.REIN.TOKEN_LENGTH = 100
+    # Rank of the token factorisation T = A @ B; 0 = full tokens (no LoRA).
+    cfg.MODEL.REIN.LORA_DIM = 16
+    # Make the decoder's object queries from the tokens ("link token to query").
+    cfg.MODEL.REIN.LINK_TOKEN_TO_QUERY = True
+    # Width of the linked queries (the decoder's hidden dimension).
+    cfg.MODEL.REIN.QUERY_DIM = 256
+    # Softmax over tokens of the scaled feature-token similarity.
+    cfg.MODEL.REIN.USE_SOFTMAX = True
+    # Initial value of the learnable scale of the refinement.
+    cfg.MODEL.REIN.SCALE_INIT = 0.001
+    # Zero-initialise mlp_delta_f and fix the scale to 1 (refinement starts as a no-op).
+    cfg.MODEL.REIN.ZERO_MLP_DELTA_F = False
+    return cfg

@@ -1,0 +1,65 @@
+"""Registration of the Rein ViT backbones in detectron2's BACKBONE_REGISTRY."""
+from detectron2.modeling import BACKBONE_REGISTRY
+
+from .vit_rein import VFM_ARCHS, ReinViT
+
+__all__ = ["build_rein_vit", "rein_kwargs_from_cfg"]
+
+
+def rein_kwargs_from_cfg(cfg):
+    """Rein's keyword arguments from MODEL.REIN, or None when Rein is disabled."""
+    r = cfg.MODEL.REIN
+    if not r.ENABLED:
+        return None
+    return dict(
+        token_length=r.TOKEN_LENGTH, lora_dim=r.LORA_DIM, query_dim=r.QUERY_DIM,
+        link_token_to_query=r.LINK_TOKEN_TO_QUERY, use_softmax=r.USE_SOFTMAX,
+        scale_init=r.SCALE_INIT, zero_mlp_delta_f=r.ZERO_MLP_DELTA_F,
+    )
+
+
+def build_rein_vit(cfg, family: str) -> ReinViT:
+    v = cfg.MODEL.VIT
+    size = v.SIZE + (f"_reg{v.NUM_REGISTERS}" if v.NUM_REGISTERS else "")
+    if (family, size) not in VFM_ARCHS:
+        known = sorted(s for f, s in VFM_ARCHS if f == family)
+        raise ValueError(
+            f"no {family} model of size {size!r} (MODEL.VIT.SIZE={v.SIZE!r}, "
+            f"MODEL.VIT.NUM_REGISTERS={v.NUM_REGISTERS}); known sizes: {known}")
+    return ReinViT(
+        arch=VFM_ARCHS[(family, size)], img_size=v.IMG_SIZE, patch_size=v.PATCH_SIZE,
+        out_indices=v.OUT_INDICES or None, rein=rein_kwargs_from_cfg(cfg), freeze=v.FREEZE,
+        neck=v.NECK, timm_overrides={k: n for k, n in (("embed_dim", v.EMBED_DIM),
+                                     ("depth", v.DEPTH), ("num_heads", v.NUM_HEADS)) if n},
+    )
+
+
+# Registered names are what MODEL.BACKBONE.NAME takes; MODEL.VIT.SIZE picks the size.
+@BACKBONE_REGISTRY.register()
+def ReinDINOv2(cfg, input_shape=None):
+    """DINOv2 ViT-S/B/L/G (MODEL.VIT.NUM_REGISTERS=4: the "with registers" models)."""
+    return build_rein_vit(cfg, "dinov2")
+
+
+@BACKBONE_REGISTRY.register()
+def ReinEVA02(cfg, input_shape=None):
+    """EVA02-L (MIM-pretrained, rotary position embedding)."""
+    return build_rein_vit(cfg, "eva02")
+
+
+@BACKBONE_REGISTRY.register()
+def ReinCLIP(cfg, input_shape=None):
+    """OpenAI CLIP ViT-L/14 image tower."""
+    return build_rein_vit(cfg, "clip")
+
+
+@BACKBONE_REGISTRY.register()
+def ReinSAM(cfg, input_shape=None):
+    """Segment-Anything ViT-B/L/H image encoder; Rein after its global-attention blocks."""
+    return build_rein_vit(cfg, "sam")
+
+
+@BACKBONE_REGISTRY.register()
+def ReinMAE(cfg, input_shape=None):
+    """MAE-pretrained ViT-L/16."""
+    return build_rein_vit(cfg, "mae")
