@@ -23,7 +23,7 @@ test: setup
 	$(PY) -m pytest -q tests
 
 quickstart: setup
-	$(PY) tools/quickstart.py
+	$(PY) tools/forward_check.py --config-file configs/rein_dinov2.yaml
 
 clean:
 	rm -rf $(VENV) build *.egg-info
