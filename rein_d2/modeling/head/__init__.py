@@ -1,0 +1,8 @@
+"""Mask2Former-style head parts: pixel decoder, masked-attention query decoder, inference."""
+from .inference import semantic_logits
+from .ms_deform_attn import MSDeformAttn, ms_deform_attn_sample
+from .pixel_decoder import MSDeformAttnPixelDecoder
+from .transformer_decoder import QueryDecoder
+
+__all__ = ["MSDeformAttn", "ms_deform_attn_sample", "MSDeformAttnPixelDecoder", "QueryDecoder",
+           "semantic_logits"]

@@ -1,0 +1,79 @@
+"""Multi-scale deformable attention (Deformable DETR) in pure PyTorch.
+
+Runs on CPU and CUDA with no compiled op: each level's values are sampled bilinearly with
+grid_sample at the predicted locations and summed with the attention weights.
+"""
+from typing import List, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def ms_deform_attn_sample(value: torch.Tensor, shapes: List[Tuple[int, int]],
+                          locations: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """value [B, S, heads, d]; locations [B, Q, heads, levels, points, 2] in [0, 1] (x, y);
+    weights [B, Q, heads, levels, points] -> [B, Q, heads * d]."""
+    b, _, heads, d = value.shape
+    _, q, _, levels, points, _ = locations.shape
+    per_level = value.split([h * w for h, w in shapes], dim=1)
+    grids = 2 * locations - 1  # grid_sample's [-1, 1] with align_corners=False
+    sampled = []
+    for lvl, (h, w) in enumerate(shapes):
+        v = per_level[lvl].flatten(2).transpose(1, 2).reshape(b * heads, d, h, w)
+        g = grids[:, :, :, lvl].transpose(1, 2).flatten(0, 1)  # [B*heads, Q, points, 2]
+        sampled.append(F.grid_sample(v, g, mode="bilinear", padding_mode="zeros",
+                                     align_corners=False))  # [B*heads, d, Q, points]
+    w_ = weights.transpose(1, 2).reshape(b * heads, 1, q, levels * points)
+    out = (torch.stack(sampled, dim=-2).flatten(-2) * w_).sum(-1)  # [B*heads, d, Q]
+    return out.view(b, heads * d, q).transpose(1, 2)
+
+
+class MSDeformAttn(nn.Module):
+    """Deformable attention over ``num_levels`` flattened maps; adds its input (residual)."""
+
+    def __init__(self, embed_dim: int = 256, num_heads: int = 8, num_levels: int = 3,
+                 num_points: int = 4):
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim {embed_dim} must be divisible by num_heads {num_heads}")
+        self.num_heads, self.num_levels, self.num_points = num_heads, num_levels, num_points
+        self.sampling_offsets = nn.Linear(embed_dim, num_heads * num_levels * num_points * 2)
+        self.attention_weights = nn.Linear(embed_dim, num_heads * num_levels * num_points)
+        self.value_proj = nn.Linear(embed_dim, embed_dim)
+        self.output_proj = nn.Linear(embed_dim, embed_dim)
+        self._reset_parameters()
+
+    def _reset_parameters(self):
+        # Deformable DETR's init: offsets start on a ring of directions, one per head.
+        nn.init.zeros_(self.sampling_offsets.weight)
+        theta = torch.arange(self.num_heads, dtype=torch.float32) * (2.0 * torch.pi / self.num_heads)
+        grid = torch.stack([theta.cos(), theta.sin()], -1)
+        grid = (grid / grid.abs().max(-1, keepdim=True)[0]).view(self.num_heads, 1, 1, 2)
+        grid = grid.repeat(1, self.num_levels, self.num_points, 1)
+        grid = grid * torch.arange(1, self.num_points + 1, dtype=torch.float32).view(1, 1, -1, 1)
+        with torch.no_grad():
+            self.sampling_offsets.bias.copy_(grid.flatten())
+        nn.init.zeros_(self.attention_weights.weight)
+        nn.init.zeros_(self.attention_weights.bias)
+        nn.init.xavier_uniform_(self.value_proj.weight)
+        nn.init.zeros_(self.value_proj.bias)
+        nn.init.xavier_uniform_(self.output_proj.weight)
+        nn.init.zeros_(self.output_proj.bias)
+
+    def forward(self, query: torch.Tensor, query_pos: torch.Tensor, reference_points: torch.Tensor,
+                shapes: List[Tuple[int, int]]) -> torch.Tensor:
+        """query [B, Q, C] (also the values: self-attention), reference_points [B, Q, 2]."""
+        b, q, _ = query.shape
+        value = self.value_proj(query).view(b, q, self.num_heads, -1)
+        x = query + query_pos
+        offsets = self.sampling_offsets(x).view(b, q, self.num_heads, self.num_levels,
+                                                self.num_points, 2)
+        weights = self.attention_weights(x).view(b, q, self.num_heads, -1).softmax(-1)
+        weights = weights.view(b, q, self.num_heads, self.num_levels, self.num_points)
+        # Offsets are in pixels of each level: normalise by its (w, h).
+        normalizer = torch.tensor([[w, h] for h, w in shapes], dtype=query.dtype, device=query.device)
+        locations = (reference_points[:, :, None, None, None, :]
+                     + offsets / normalizer[None, None, None, :, None, :])
+        out = ms_deform_attn_sample(value, shapes, locations, weights)
+        return query + self.output_proj(out)
