@@ -74,3 +74,27 @@ def test_intermediate_stages(outputs, reference):
         assert torch.equal(a[0], b)
     # The miniature's first masks block everything: the reset rule is exercised.
     assert stages["attn_masks"][0].all()
+
+
+def test_losses_and_assignment_with_recorded_points(reference):
+    """Every loss term and the Hungarian assignment of every prediction, with the reference's
+    recorded point coordinates injected (importance sampling picks among near ties)."""
+    from rein_d2.modeling.head import SetCriterion
+
+    io_, _ = reference
+    rec = io_["loss"]
+    seg = rec["gt_sem_seg"][0]
+    targets = [{"labels": rec["gt_labels"], "masks": torch.stack([seg == c for c in rec["gt_labels"]])}]
+    criterion = SetCriterion(num_classes=5, num_points=256)
+    match_points = iter(rec["match_point_coords"])
+    loss_points = iter(rec["loss_point_coords"])
+    criterion.match_points = lambda device: next(match_points)[0]
+    criterion.loss_points = lambda logits: next(loss_points)
+    losses = criterion(io_["cls_preds"], io_["mask_preds"], targets)
+    assert set(losses) == set(rec["losses"])
+    for k, v in rec["losses"].items():
+        assert abs(losses[k].item() - v.item()) <= TOL, k
+    for (qi, gi), ref in zip([m[0] for m in criterion.last_matches], rec["assigned_gt_inds"]):
+        assigned = torch.zeros_like(ref)
+        assigned[qi] = gi + 1  # 1-based, 0 = unmatched, as the reference records it
+        assert torch.equal(assigned, ref)

@@ -2,7 +2,8 @@
 from .inference import semantic_logits
 from .ms_deform_attn import MSDeformAttn, ms_deform_attn_sample
 from .pixel_decoder import MSDeformAttnPixelDecoder
+from .criterion import HungarianMatcher, SetCriterion, point_sample
 from .transformer_decoder import QueryDecoder
 
-__all__ = ["MSDeformAttn", "ms_deform_attn_sample", "MSDeformAttnPixelDecoder", "QueryDecoder",
+__all__ = ["HungarianMatcher", "SetCriterion", "point_sample", "MSDeformAttn", "ms_deform_attn_sample", "MSDeformAttnPixelDecoder", "QueryDecoder",
            "semantic_logits"]
