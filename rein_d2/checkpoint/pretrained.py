@@ -136,6 +136,15 @@ def convert_official_checkpoint(state: Dict[str, torch.Tensor], backbone: ReinVi
     renamed = filter_fn(dict(state), source)
 
     target = backbone.vit.state_dict()
+    # Block weights the backbone has no place for (a deeper model, or another block design)
+    # must not be dropped silently: that would load a truncated or different VFM.
+    extra = [k for k in renamed if k.startswith("blocks.") and k not in target]
+    if extra:
+        raise CheckpointMismatchError(
+            f"the checkpoint has {len(extra)} block weights the backbone has no place for "
+            f"({_abbrev(extra)}). The checkpoint has {_describe(renamed)}; the backbone "
+            f"{backbone.arch.timm_name} has width {backbone.embed_dim}, "
+            f"{len(backbone.vit.blocks)} blocks: set MODEL.VIT.SIZE to the checkpoint's size")
     report = ConversionReport()
     out = {}
     for k, v in renamed.items():
