@@ -5,7 +5,7 @@ __all__ = ["add_rein_config"]
 
 
 def add_rein_config(cfg: CN) -> CN:
-    """Add the keys of the Rein backbones to ``cfg`` (in place) and return it."""
+    """Add the keys of the Rein backbones and head to ``cfg`` (in place) and return it."""
     cfg.MODEL.VIT = CN()
     # VFM size: small / base / large / giant (DINOv2), base / large / huge (SAM), large (others).
     cfg.MODEL.VIT.SIZE = "large"
@@ -43,4 +43,28 @@ def add_rein_config(cfg: CN) -> CN:
     cfg.MODEL.REIN.SCALE_INIT = 0.001
     # Zero-initialise mlp_delta_f and fix the scale to 1 (refinement starts as a no-op).
     cfg.MODEL.REIN.ZERO_MLP_DELTA_F = False
+
+    cfg.MODEL.MASK2FORMER = CN()
+    # Decoder width D (queries, pixel decoder, mask features).
+    cfg.MODEL.MASK2FORMER.HIDDEN_DIM = 256
+    # Number of object queries; equals MODEL.REIN.TOKEN_LENGTH with linked queries.
+    cfg.MODEL.MASK2FORMER.NUM_QUERIES = 100
+    # Attention heads of the pixel decoder and the query decoder.
+    cfg.MODEL.MASK2FORMER.NHEADS = 8
+    # Masked-attention decoder layers and their FFN width.
+    cfg.MODEL.MASK2FORMER.DEC_LAYERS = 9
+    cfg.MODEL.MASK2FORMER.DIM_FEEDFORWARD = 2048
+    # Deformable-attention encoder layers, their FFN width and sampling points per level/head.
+    cfg.MODEL.MASK2FORMER.ENC_LAYERS = 6
+    cfg.MODEL.MASK2FORMER.ENC_DIM_FEEDFORWARD = 1024
+    cfg.MODEL.MASK2FORMER.ENC_POINTS = 4
+    # Loss weights (also the Hungarian matching costs) and the no-object class weight.
+    cfg.MODEL.MASK2FORMER.CLASS_WEIGHT = 2.0
+    cfg.MODEL.MASK2FORMER.MASK_WEIGHT = 5.0
+    cfg.MODEL.MASK2FORMER.DICE_WEIGHT = 5.0
+    cfg.MODEL.MASK2FORMER.NO_OBJECT_WEIGHT = 0.1
+    # Points sampled per mask for matching and for the mask losses, and how they are chosen.
+    cfg.MODEL.MASK2FORMER.TRAIN_NUM_POINTS = 12544
+    cfg.MODEL.MASK2FORMER.OVERSAMPLE_RATIO = 3.0
+    cfg.MODEL.MASK2FORMER.IMPORTANCE_SAMPLE_RATIO = 0.75
     return cfg
