@@ -3,7 +3,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from detectron2.config import get_cfg
 from detectron2.modeling import build_backbone, build_model
 

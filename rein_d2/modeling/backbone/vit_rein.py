@@ -5,7 +5,7 @@ this module runs its blocks one by one, applies Rein after the refined blocks an
 patch tokens of four blocks into res2..res5 at strides 4, 8, 16 and 32.
 """
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 import timm
