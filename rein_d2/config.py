@@ -67,4 +67,32 @@ def add_rein_config(cfg: CN) -> CN:
     cfg.MODEL.MASK2FORMER.TRAIN_NUM_POINTS = 12544
     cfg.MODEL.MASK2FORMER.OVERSAMPLE_RATIO = 3.0
     cfg.MODEL.MASK2FORMER.IMPORTANCE_SAMPLE_RATIO = 0.75
+
+    cfg.MODEL.MASK2FORMER.TEST = CN()
+    # Which outputs inference returns ("sem_seg", "instances", "panoptic_seg").
+    cfg.MODEL.MASK2FORMER.TEST.SEMANTIC_ON = True
+    cfg.MODEL.MASK2FORMER.TEST.INSTANCE_ON = False
+    cfg.MODEL.MASK2FORMER.TEST.PANOPTIC_ON = False
+    # Panoptic: queries below this class score are dropped; a segment keeping less than this
+    # fraction of its mask after overlaps are resolved is dropped.
+    cfg.MODEL.MASK2FORMER.TEST.OBJECT_MASK_THRESHOLD = 0.8
+    cfg.MODEL.MASK2FORMER.TEST.OVERLAP_THRESHOLD = 0.8
+    # Instance: number of (query, class) pairs kept per image.
+    cfg.MODEL.MASK2FORMER.TEST.DETECTIONS_PER_IMAGE = 100
+    # Semantic inference over the whole padded image ("whole") or in sliding windows ("slide").
+    cfg.MODEL.MASK2FORMER.TEST.MODE = "whole"
+    # Sliding-window crop (h, w) and stride (h, w); the spec's 512 models use 512 / 341.
+    cfg.MODEL.MASK2FORMER.TEST.CROP_SIZE = (512, 512)
+    cfg.MODEL.MASK2FORMER.TEST.STRIDE = (341, 341)
+    # Windows run through the model at once (bounds memory on large images).
+    cfg.MODEL.MASK2FORMER.TEST.CROP_BATCH_SIZE = 8
+
+    # Semantic training augmentation (REIN_SPEC section 5); the short-side choices, crop and
+    # flip use detectron2's INPUT.MIN_SIZE_TRAIN / MAX_SIZE_TRAIN / CROP / RANDOM_FLIP keys.
+    # Largest fraction of a crop one class may take (retried up to 10 times); 1.0 = off.
+    cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 0.75
+    # Photometric distortion (brightness, contrast, saturation, hue) as the reference applies it.
+    cfg.INPUT.COLOR_AUG_SSD = True
+    # Dataset mapper: "semantic", "instance" (COCO instances) or "panoptic" (COCO panoptic).
+    cfg.INPUT.DATASET_MAPPER_NAME = "semantic"
     return cfg

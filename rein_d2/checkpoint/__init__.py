@@ -1,5 +1,8 @@
 from .pretrained import (CheckpointMismatchError, ConversionReport, convert_official_checkpoint,
                          detect_family, load_official_checkpoint)
+from .release import (ReleaseConversionReport, convert_release_checkpoint,
+                      unwrap_release_checkpoint)
 
 __all__ = ["CheckpointMismatchError", "ConversionReport", "convert_official_checkpoint",
-           "detect_family", "load_official_checkpoint"]
+           "detect_family", "load_official_checkpoint", "ReleaseConversionReport",
+           "convert_release_checkpoint", "unwrap_release_checkpoint"]

@@ -1,0 +1,84 @@
+#!/usr/bin/env python
+"""Convert a reference Rein release checkpoint into a rein_d2 checkpoint.
+
+    python tools/convert_rein_checkpoint.py --config-file configs/rein_dinov2.yaml \
+        --input dinov2_rein_and_head.pth --pretrained weights/dinov2_vitl16_512.pth \
+        --output weights/rein_dinov2_gtav.pth
+
+The release file (mmengine: {"meta", "state_dict"}) holds Rein (backbone.reins.*) and the
+head (decode_head.*), sometimes the VFM (backbone.*). Every key is placed in the model the
+config builds, or the conversion stops naming the key. --pretrained adds the frozen VFM,
+either an official checkpoint or a file from tools/convert_pretrained.py, so the output is
+one complete file for MODEL.WEIGHTS; without it the output holds the release's weights only.
+"""
+import argparse
+import os
+import sys
+
+import torch
+from detectron2.config import get_cfg
+from detectron2.modeling import META_ARCH_REGISTRY
+
+from rein_d2 import add_rein_config
+from rein_d2.checkpoint import (CheckpointMismatchError, convert_official_checkpoint,
+                                convert_release_checkpoint, load_official_checkpoint,
+                                unwrap_release_checkpoint)
+
+
+def _pretrained_vfm(path, backbone):
+    """backbone.vit.* weights from a convert_pretrained.py output or an official file."""
+    state = load_official_checkpoint(path)
+    if state and all(k.startswith("backbone.vit.") for k in state):
+        return state  # already converted for rein_d2
+    converted, report = convert_official_checkpoint(state, backbone)
+    print(f"--pretrained: {report.summary()}")
+    return {f"backbone.vit.{k}": v for k, v in converted.items()}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config-file", required=True, help="config of the target model")
+    parser.add_argument("--input", required=True, help="reference release checkpoint")
+    parser.add_argument("--pretrained", help="VFM weights to include (official or converted)")
+    parser.add_argument("--output", required=True, help="where to write the rein_d2 checkpoint")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE ...")
+    args = parser.parse_args(argv)
+
+    cfg = add_rein_config(get_cfg())
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    for path in filter(None, (args.input, args.pretrained)):
+        if not os.path.isfile(path):
+            print(f"error: no such checkpoint file: {path}", file=sys.stderr)
+            return 2
+    with torch.device("meta"):  # shapes only: converting for a ViT-G costs no model memory
+        # (not build_model: it moves the model to MODEL.DEVICE, which meta tensors cannot do)
+        model = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)(cfg)
+    try:
+        ckpt = torch.load(args.input, map_location="cpu", weights_only=True)
+        state, extra = unwrap_release_checkpoint(ckpt)
+        weights, report = convert_release_checkpoint(state, model, extra)
+        if args.pretrained:
+            vfm = _pretrained_vfm(args.pretrained, model.backbone)
+            both = sorted(set(vfm) & set(weights))
+            if both:
+                raise CheckpointMismatchError(
+                    f"{args.input} already holds the VFM; drop --pretrained ({both[0]}, ...)")
+            weights.update(vfm)
+            report.frozen_missing = [k for k in report.frozen_missing if k not in vfm]
+    except CheckpointMismatchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(report.summary())
+    out = {"model": {k: v.contiguous() for k, v in weights.items()},
+           "__author__": "rein_d2.convert_rein_checkpoint", "matching_heuristics": False}
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    tmp = args.output + ".tmp"
+    torch.save(out, tmp)
+    os.replace(tmp, args.output)  # never leave a half-written file under the final name
+    print(f"wrote {len(weights)} tensors to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
