@@ -55,7 +55,11 @@ def main(argv=None) -> int:
         # (not build_model: it moves the model to MODEL.DEVICE, which meta tensors cannot do)
         model = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)(cfg)
     try:
-        ckpt = torch.load(args.input, map_location="cpu", weights_only=True)
+        try:
+            ckpt = torch.load(args.input, map_location="cpu", weights_only=True)
+        except Exception as e:  # a truncated or foreign file: say which and why
+            raise CheckpointMismatchError(f"{args.input} cannot be read as a PyTorch checkpoint "
+                                          f"({type(e).__name__}: {e})") from e
         state, extra = unwrap_release_checkpoint(ckpt)
         weights, report = convert_release_checkpoint(state, model, extra)
         if args.pretrained:

@@ -36,6 +36,7 @@ _VFM_PREFIX = "backbone."
 class ReleaseConversionReport:
     renamed: Dict[str, str] = field(default_factory=dict)  # release key -> rein_d2 key
     vfm_keys: List[str] = field(default_factory=list)  # release backbone.* keys (VFM weights)
+    vfm_dropped: List[str] = field(default_factory=list)  # of those, unused by Rein (e.g. norm)
     ignored_entries: List[str] = field(default_factory=list)  # top-level non-weight entries
     frozen_missing: List[str] = field(default_factory=list)  # VFM keys left to MODEL.WEIGHTS
 
@@ -45,6 +46,8 @@ class ReleaseConversionReport:
         lines = [f"placed {len(self.renamed) + len(self.vfm_keys)} release keys: {rein} Rein, "
                  f"{head} head, {len(self.vfm_keys)} VFM",
                  f"ignored top-level entries: {_abbrev(self.ignored_entries)}"]
+        if self.vfm_keys:
+            lines.append(f"VFM keys the backbone does not use: {_abbrev(self.vfm_dropped)}")
         if self.frozen_missing:
             lines.append(f"the frozen VFM ({len(self.frozen_missing)} keys) is not in this "
                          "checkpoint: it comes from MODEL.WEIGHTS / --pretrained")
@@ -96,12 +99,16 @@ def convert_release_checkpoint(state: Dict[str, torch.Tensor], model: nn.Module,
             problems.append(f"{len(vfm)} backbone.* VFM keys but the model's backbone is not a "
                             "Rein ViT")
         else:
-            converted, vfm_report = convert_official_checkpoint(vfm, model.backbone)
-            if vfm_report.dropped:
-                problems.append("VFM keys the backbone does not use: "
-                                + _abbrev([_VFM_PREFIX + k for k in vfm_report.dropped]))
-            out.update({f"backbone.vit.{k}": v for k, v in converted.items()})
-            report.vfm_keys = sorted(_VFM_PREFIX + k for k in vfm)
+            # The official converter refuses a VFM of another design and reports the keys Rein
+            # does not use (final norm, mask token, heads), exactly as for MODEL.WEIGHTS files.
+            try:
+                converted, vfm_report = convert_official_checkpoint(vfm, model.backbone)
+            except CheckpointMismatchError as e:
+                problems.append(f"the VFM under backbone.*: {e}")
+            else:
+                report.vfm_dropped = [_VFM_PREFIX + k for k in vfm_report.dropped]
+                out.update({f"backbone.vit.{k}": v for k, v in converted.items()})
+                report.vfm_keys = sorted(_VFM_PREFIX + k for k in vfm)
     missing = sorted(k for k in target if k not in out and not k.startswith("backbone.vit."))
     if missing:
         problems.append("the checkpoint lacks these trainable weights of the model: "
