@@ -4,6 +4,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
+# Real labelled street frames for the learning test (Debian's labelme-examples, not committed).
+FRAMES := /usr/share/doc/labelme-examples/examples/video_annotation
 
 .PHONY: setup test quickstart clean
 
@@ -16,7 +18,13 @@ $(STAMP): setup.py tools/install_detectron2.sh
 	PYTHON=$(PY) bash tools/install_detectron2.sh
 	$(PY) -m pip install "numpy<2" "opencv-python-headless<4.11" "timm>=1.0.9" scipy pytest \
 	  "pycocotools>=2.0.2" fvcore
+	# COCO panoptic PQ for detectron2's COCOPanopticEvaluator (the official package is not on
+	# PyPI; this is its repackaging; its plotting dependencies are not needed for evaluation).
+	$(PY) -m pip install --no-deps panopticapi-lite==0.2.0
 	$(PY) -m pip install --no-deps -e .
+	test -d $(FRAMES) || apt-get install -y labelme-examples || \
+	  (apt-get update && apt-get install -y labelme-examples) || \
+	  echo "warning: Debian's labelme-examples is not installed: the real-frame learning test will skip"
 	touch $(STAMP)
 
 test: setup

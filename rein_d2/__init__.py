@@ -4,5 +4,6 @@ Importing the package registers its backbones (and, with the head, its meta-arch
 """
 from .config import add_rein_config
 from . import modeling  # noqa: F401  (registration on import)
+from . import data  # noqa: F401
 
 __all__ = ["add_rein_config"]

@@ -18,10 +18,11 @@ MINI = [
 ]
 
 
-def mini_model():
+def mini_model(*opts):
+    """The miniature model, with config overrides ``opts`` (KEY, VALUE, ...)."""
     cfg = add_rein_config(get_cfg())
     cfg.merge_from_file(config_path("rein_dinov2.yaml"))
-    cfg.merge_from_list(MINI)
+    cfg.merge_from_list(MINI + list(opts))
     return build_model(cfg)
 
 

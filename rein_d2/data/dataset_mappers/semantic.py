@@ -1,0 +1,221 @@
+"""Semantic segmentation dataset mapper with the reference (mmseg) training augmentation
+(REIN_SPEC section 5): a random short side from a set (max size kept), a random crop in which
+no class covers too much of the labelled area, horizontal flip, photometric distortion, and
+padding to the crop size."""
+import copy
+
+import cv2
+import numpy as np
+import torch
+from detectron2.config import configurable
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
+from fvcore.transforms.transform import Transform
+
+__all__ = [
+    "PhotometricDistortion",
+    "PhotometricDistortionTransform",
+    "SemanticDatasetMapper",
+    "build_semantic_train_augmentation",
+]
+
+
+def _scale_shift(img: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
+    # As mmseg: float32 arithmetic, clip to 0..255, truncate back to uint8 after every step.
+    return np.clip(img.astype(np.float32) * alpha + beta, 0, 255).astype(np.uint8)
+
+
+class PhotometricDistortionTransform(Transform):
+    """mmseg's PhotoMetricDistortion with its random draws fixed; None skips a step.
+
+    Order: brightness, contrast (if ``contrast_first``), saturation, hue, contrast (otherwise).
+    Saturation and hue each go through OpenCV's 8-bit HSV (H in 0..179) and back, as there.
+    Labels and coordinates are left unchanged.
+    """
+
+    def __init__(self, brightness=None, contrast=None, contrast_first=False, saturation=None,
+                 hue=None, rgb=True):
+        super().__init__()
+        self._set_attributes(locals())
+
+    def _through_hsv(self, img, edit):
+        to_hsv, from_hsv = ((cv2.COLOR_RGB2HSV, cv2.COLOR_HSV2RGB) if self.rgb
+                            else (cv2.COLOR_BGR2HSV, cv2.COLOR_HSV2BGR))
+        hsv = cv2.cvtColor(img, to_hsv)
+        edit(hsv)
+        return cv2.cvtColor(hsv, from_hsv)
+
+    def _set_saturation(self, hsv):
+        hsv[..., 1] = _scale_shift(hsv[..., 1], alpha=self.saturation)
+
+    def _set_hue(self, hsv):
+        hsv[..., 0] = (hsv[..., 0].astype(np.int64) + self.hue) % 180
+
+    def apply_image(self, img: np.ndarray) -> np.ndarray:
+        img = np.clip(img, 0, 255).astype(np.uint8)
+        if self.brightness is not None:
+            img = _scale_shift(img, beta=self.brightness)
+        if self.contrast_first and self.contrast is not None:
+            img = _scale_shift(img, alpha=self.contrast)
+        colour = img.ndim == 3 and img.shape[2] == 3  # HSV steps need three channels
+        if colour and self.saturation is not None:
+            img = self._through_hsv(img, self._set_saturation)
+        if colour and self.hue is not None:
+            img = self._through_hsv(img, self._set_hue)
+        if not self.contrast_first and self.contrast is not None:
+            img = _scale_shift(img, alpha=self.contrast)
+        return img
+
+    def apply_coords(self, coords):
+        return coords
+
+    def apply_segmentation(self, segmentation):
+        return segmentation
+
+
+class PhotometricDistortion(T.Augmentation):
+    """Draws :class:`PhotometricDistortionTransform`'s parameters, each step with probability
+    0.5, from numpy's global RNG in the order mmseg draws them (same seed, same parameters)."""
+
+    def __init__(self, brightness_delta=32, contrast_range=(0.5, 1.5),
+                 saturation_range=(0.5, 1.5), hue_delta=18, rgb=True):
+        super().__init__()
+        self._init(locals())
+
+    def get_transform(self, image):
+        rng = np.random
+
+        def maybe_uniform(low, high):
+            return rng.uniform(low, high) if rng.randint(2) else None
+
+        brightness = maybe_uniform(-self.brightness_delta, self.brightness_delta)
+        contrast_first = rng.randint(2) == 1
+        contrast = maybe_uniform(*self.contrast_range) if contrast_first else None
+        saturation = maybe_uniform(*self.saturation_range)
+        # numpy's high bound is exclusive: hue shifts lie in [-delta, delta - 1] as in mmseg.
+        hue = int(rng.randint(-self.hue_delta, self.hue_delta)) if rng.randint(2) else None
+        if not contrast_first:
+            contrast = maybe_uniform(*self.contrast_range)
+        return PhotometricDistortionTransform(brightness, contrast, contrast_first, saturation,
+                                              hue, self.rgb)
+
+
+def build_semantic_train_augmentation(cfg):
+    """The training augmentations from the config: short-side resize, category-constrained
+    crop, flip, photometric distortion (INPUT.* keys)."""
+    augs = [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN,
+                                 cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING)]
+    if cfg.INPUT.CROP.ENABLED:
+        # detectron2's acceptance rule is mmseg's: >1 class (ignore excluded) and the largest
+        # below the ratio, up to 10 tries.
+        augs.append(T.RandomCrop_CategoryAreaConstraint(
+            cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE, cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA,
+            cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE))
+    if cfg.INPUT.RANDOM_FLIP != "none":
+        augs.append(T.RandomFlip(horizontal=cfg.INPUT.RANDOM_FLIP == "horizontal",
+                                 vertical=cfg.INPUT.RANDOM_FLIP == "vertical"))
+    if cfg.INPUT.COLOR_AUG_SSD:
+        if cfg.INPUT.FORMAT not in ("RGB", "BGR"):
+            raise ValueError(f"INPUT.COLOR_AUG_SSD needs INPUT.FORMAT RGB or BGR, "
+                             f"not {cfg.INPUT.FORMAT!r}")
+        augs.append(PhotometricDistortion(rgb=cfg.INPUT.FORMAT == "RGB"))
+    return augs
+
+
+def _read(path, fmt=None):
+    try:
+        return utils.read_image(path, format=fmt)
+    except Exception as e:  # missing, truncated or not an image: say which file
+        raise OSError(f"cannot read {path}: {type(e).__name__}: {e}") from e
+
+
+def _read_label(path):
+    label = _read(path)  # no format conversion: palette indices stay class ids
+    if label.ndim != 2:
+        raise ValueError(f"label {path} has shape {label.shape}; expected a single-channel "
+                         f"map of class ids")
+    if label.min() >= 0 and label.max() <= 255:
+        return label.astype(np.uint8)
+    return label.astype(np.float32)  # detectron2 resizes non-uint8 maps with torch (exact)
+
+
+class SemanticDatasetMapper:
+    """Maps a semantic dataset dict ({"file_name", "sem_seg_file_name", "height"?, "width"?})
+    to the model's input: "image" (CHW float32, 0..255, INPUT.FORMAT channel order) and
+    "sem_seg" (HW long), with "height"/"width" of the original image.
+
+    Training applies ``augmentations`` and pads the image and label bottom/right to
+    ``pad_size``. Testing returns the image unresized (the model resizes its output to
+    "height"/"width") and the label, when the dict names one, unchanged.
+    """
+
+    @configurable
+    def __init__(self, is_train=True, *, augmentations, image_format, ignore_value=255,
+                 pad_size=None, image_pad_value=0.0):
+        """
+        Args:
+            augmentations: detectron2 augmentations applied to image and label (training).
+            image_format: format for :func:`detectron2.data.detection_utils.read_image`.
+            ignore_value: label value of padded pixels.
+            pad_size: (h, w) padded to in training, or None.
+            image_pad_value: image value of padded pixels (a scalar or one per channel).
+        """
+        self.is_train = is_train
+        self.augmentations = T.AugmentationList(augmentations)
+        self.image_format = image_format
+        self.ignore_value = ignore_value
+        self.pad_size = tuple(pad_size) if pad_size else None
+        self.image_pad_value = image_pad_value
+
+    @classmethod
+    def from_config(cls, cfg, is_train=True):
+        crop = cfg.INPUT.CROP
+        fixed_crop = is_train and crop.ENABLED and crop.TYPE == "absolute"
+        return {
+            "is_train": is_train,
+            "augmentations": build_semantic_train_augmentation(cfg) if is_train else [],
+            "image_format": cfg.INPUT.FORMAT,
+            "ignore_value": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+            "pad_size": tuple(crop.SIZE) if fixed_crop else None,
+            # The reference pads after normalising, with 0: the pixel mean before it.
+            "image_pad_value": tuple(cfg.MODEL.PIXEL_MEAN),
+        }
+
+    def __call__(self, dataset_dict):
+        d = copy.deepcopy(dataset_dict)  # the dataset's dicts are reused every epoch
+        image = _read(d["file_name"], self.image_format)
+        utils.check_image_size(d, image)
+        label = None
+        if "sem_seg_file_name" in d:
+            label = _read_label(d["sem_seg_file_name"])
+            if label.shape != image.shape[:2]:
+                raise ValueError(
+                    f"image {d['file_name']} is {image.shape[1]}x{image.shape[0]} but its label "
+                    f"{d['sem_seg_file_name']} is {label.shape[1]}x{label.shape[0]} (w x h)")
+        elif self.is_train:
+            raise ValueError(f"training needs 'sem_seg_file_name' for {d['file_name']}")
+
+        if self.is_train:
+            aug_input = T.AugInput(image, sem_seg=label)
+            self.augmentations(aug_input)
+            image, label = aug_input.image, aug_input.sem_seg
+
+        image = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))).float()
+        if label is not None:
+            label = torch.as_tensor(label.astype(np.int64))
+        if self.is_train and self.pad_size is not None:
+            image, label = self._pad(image, label)
+        d["image"] = image
+        if label is not None:
+            d["sem_seg"] = label
+        return d
+
+    def _pad(self, image, label):
+        c, h, w = image.shape
+        ph, pw = max(self.pad_size[0], h), max(self.pad_size[1], w)
+        fill = torch.as_tensor(self.image_pad_value, dtype=image.dtype).reshape(-1, 1, 1)
+        padded = fill.expand(c, ph, pw).clone()
+        padded[:, :h, :w] = image
+        padded_label = torch.full((ph, pw), self.ignore_value, dtype=torch.long)
+        padded_label[:h, :w] = label
+        return padded, padded_label
