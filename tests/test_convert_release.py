@@ -6,7 +6,6 @@ import os
 import pytest
 import torch
 
-from conftest import FIXTURES
 from test_reference_parity import _load, _tool, miniature_yaml
 
 CONVERT = _tool("convert_rein_checkpoint")

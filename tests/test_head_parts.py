@@ -50,3 +50,21 @@ def test_pixel_decoder_shapes_and_gradients():
     assert [tuple(m.shape[-2:]) for m in memories] == [(2, 3), (4, 6), (8, 12)]
     (mask_features.sum() + sum(m.sum() for m in memories)).backward()
     assert all(f.grad is not None and f.grad.abs().sum() > 0 for f in feats)
+
+
+def test_num_masks_is_averaged_over_processes_and_clamped(monkeypatch):
+    """Under DDP the mask count is summed over processes and divided by their number (as the
+    reference does), then clamped at 1; simulated here with a second process's count."""
+    from rein_d2.modeling.head import SetCriterion
+
+    dist = torch.distributed
+    other = {"count": 0.0}
+    monkeypatch.setattr(dist, "is_available", lambda: True)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(dist, "all_reduce", lambda t: t.add_(other["count"]))
+    criterion = SetCriterion(num_classes=3, num_points=16)
+    one = [{"labels": torch.tensor([1]), "masks": torch.ones(1, 8, 8, dtype=torch.bool)}]
+    assert criterion._num_masks(one, "cpu").item() == 1.0  # (1 + 0) / 2 = 0.5, clamped to 1
+    other["count"] = 5.0
+    assert criterion._num_masks(one, "cpu").item() == 3.0  # (1 + 5) / 2

@@ -70,3 +70,20 @@ def test_a_few_steps_lower_the_loss():
         opt.step()
         history.append(loss.item())
     assert history[-1] < 0.85 * history[0], history
+
+
+def test_any_detectron2_backbone_uses_learned_queries():
+    """A ResNet from detectron2's own registry: no linked queries, so the decoder learns its
+    own (query_feat / query_embed), and training and inference work as with Rein."""
+    model = mini_model("MODEL.BACKBONE.NAME", "build_resnet_backbone", "MODEL.RESNETS.DEPTH", 18,
+                       "MODEL.RESNETS.RES2_OUT_CHANNELS", 64,
+                       "MODEL.RESNETS.OUT_FEATURES", ["res2", "res3", "res4", "res5"],
+                       "MODEL.PIXEL_MEAN", [123.675, 116.28, 103.53])
+    assert not hasattr(model.backbone, "linked_queries")
+    assert hasattr(model.predictor, "query_feat") and not hasattr(model.predictor, "querys2feat")
+    losses = model.train()([sample()])
+    sum(losses.values()).backward()
+    assert model.predictor.query_feat.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        out = model.eval()([{"image": torch.rand(3, 64, 96) * 255}])
+    assert out[0]["sem_seg"].shape == (3, 64, 96)

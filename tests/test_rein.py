@@ -189,3 +189,18 @@ def test_registers_pass_through_rein():
 def test_unknown_size_is_a_clear_error():
     with pytest.raises(ValueError, match="known sizes"):
         build_backbone(load_cfg(opts=("MODEL.VIT.SIZE", "tiny")))
+
+
+def test_run_time_position_resize_is_dinov2s():
+    """DINOv2's interpolate_pos_encoding (interpolate_offset 0.1, no antialias): bicubic with
+    scale factors (rows + 0.1) / M and (cols + 0.1) / M of the stored M x M grid. The offset
+    changes the values, so a plain resize to the target size would not match the reference."""
+    import torch.nn.functional as F
+    from rein_d2.modeling.backbone.vit_rein import resize_pos_grid
+
+    grid = torch.randn(1, 8, 4, 4)
+    ref = F.interpolate(grid, scale_factor=(6.1 / 4, 10.1 / 4), mode="bicubic", align_corners=False)
+    assert ref.shape[-2:] == (6, 10)
+    assert torch.equal(resize_pos_grid(grid, (6, 10)), ref)
+    plain = F.interpolate(grid, size=(6, 10), mode="bicubic", align_corners=False)
+    assert (plain - ref).abs().max() > 1e-2

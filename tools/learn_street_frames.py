@@ -12,7 +12,6 @@ whole path - Rein, pixel decoder, query decoder, matcher, losses, inference - le
 """
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -126,8 +125,8 @@ def train(cfg, frames, size, max_iter, time_budget, batch_size, eval_period, tar
 def build_cfg(config_file, opts=()):
     cfg = add_rein_config(get_cfg())
     cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
     cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+    cfg.merge_from_list(list(opts))
     return cfg
 
 
