@@ -12,6 +12,8 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from fvcore.transforms.transform import Transform
 
+from .instance import read_image_checked
+
 __all__ = [
     "PhotometricDistortion",
     "PhotometricDistortionTransform",
@@ -122,15 +124,8 @@ def build_semantic_train_augmentation(cfg):
     return augs
 
 
-def _read(path, fmt=None):
-    try:
-        return utils.read_image(path, format=fmt)
-    except Exception as e:  # missing, truncated or not an image: say which file
-        raise OSError(f"cannot read {path}: {type(e).__name__}: {e}") from e
-
-
 def _read_label(path):
-    label = _read(path)  # no format conversion: palette indices stay class ids
+    label = read_image_checked(path)  # no format conversion: palette indices stay class ids
     if label.ndim != 2:
         raise ValueError(f"label {path} has shape {label.shape}; expected a single-channel "
                          f"map of class ids")
@@ -183,7 +178,7 @@ class SemanticDatasetMapper:
 
     def __call__(self, dataset_dict):
         d = copy.deepcopy(dataset_dict)  # the dataset's dicts are reused every epoch
-        image = _read(d["file_name"], self.image_format)
+        image = read_image_checked(d["file_name"], self.image_format)
         utils.check_image_size(d, image)
         label = None
         if "sem_seg_file_name" in d:
