@@ -51,7 +51,7 @@ def load_frames(root: Path):
 def to_input(image, label, size, flip=False):
     """Resize to ``size`` (W, H): image bilinear, label nearest; optional horizontal flip."""
     w, h = size
-    x = torch.from_numpy(image).permute(2, 0, 1).float()[None]
+    x = torch.from_numpy(image.copy()).permute(2, 0, 1).float()[None]  # PIL arrays are read-only
     x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)[0]
     y = torch.from_numpy(label)[None, None].float()
     y = F.interpolate(y, size=(h, w), mode="nearest")[0, 0].long()
