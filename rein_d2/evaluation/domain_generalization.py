@@ -1,0 +1,161 @@
+"""Domain-generalization evaluation: one model on several target datasets in one run, each at
+its own evaluation size (REIN_SPEC section 5), scored by detectron2's SemSegEvaluator at the
+label's resolution, and summarised as a table, JSON, CSV and a bar chart."""
+import csv
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+import torch
+from detectron2.data import MetadataCatalog, build_detection_test_loader
+from detectron2.evaluation import SemSegEvaluator, inference_on_dataset
+from detectron2.utils import comm
+from PIL import Image
+from tabulate import tabulate
+
+from ..data.dataset_mappers.instance import read_image_checked
+
+__all__ = ["DGSummary", "DGTestMapper", "evaluate_domain_generalization", "eval_resize_shape",
+           "label_loader"]
+
+logger = logging.getLogger(__name__)
+
+
+def eval_resize_shape(h: int, w: int, scale: Optional[Sequence[int]]) -> Tuple[int, int]:
+    """(h, w) after the reference's keep-ratio resize to ``scale`` (long, short edge limits):
+    the image grows or shrinks by the largest factor that fits both limits."""
+    if not scale:
+        return h, w
+    long_edge, short_edge = max(scale), min(scale)
+    factor = min(long_edge / max(h, w), short_edge / min(h, w))
+    return int(h * factor + 0.5), int(w * factor + 0.5)
+
+
+class DGTestMapper:
+    """Test mapper: the image resized (bilinear) to the dataset's evaluation size, with the
+    original "height"/"width" so that predictions come back at the label's resolution."""
+
+    def __init__(self, image_format: str, eval_size: Optional[Sequence[int]] = None):
+        self.image_format = image_format
+        self.eval_size = tuple(eval_size) if eval_size else None
+
+    def __call__(self, d: Dict) -> Dict:
+        image = read_image_checked(d["file_name"], self.image_format)
+        h, w = image.shape[:2]
+        nh, nw = eval_resize_shape(h, w, self.eval_size)
+        if (nh, nw) != (h, w):
+            image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        out = {k: v for k, v in d.items() if k in ("file_name", "sem_seg_file_name", "image_id")}
+        out.update(image=torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))).float(),
+                   height=h, width=w)
+        return out
+
+
+def label_loader(num_classes: int, ignore_label: int):
+    """A label reader for SemSegEvaluator that works with numpy 1 and 2 (no copy=False) and
+    refuses values that are neither a class nor ignore, naming the file: such a value would
+    otherwise be counted silently into the confusion matrix."""
+
+    def load(path, dtype=int):
+        with open(path, "rb") as f:
+            try:
+                label = np.asarray(Image.open(f)).astype(dtype)
+            except Exception as e:
+                raise OSError(f"cannot read label {path}: {type(e).__name__}: {e}") from e
+        bad = np.unique(label[(label != ignore_label) & ((label < 0) | (label >= num_classes))])
+        if bad.size:
+            raise ValueError(f"label {path} holds values {bad[:10].tolist()} outside 0.."
+                             f"{num_classes - 1} and ignore {ignore_label}: run the dataset's "
+                             "preparation script (datasets/README.md)")
+        return label
+
+    return load
+
+
+@dataclass
+class DGSummary:
+    classes: List[str]
+    miou: Dict[str, float] = field(default_factory=dict)  # dataset -> mIoU (percent)
+    iou: Dict[str, List[float]] = field(default_factory=dict)  # dataset -> per-class IoU
+
+    @property
+    def mean_miou(self) -> float:
+        return float(np.mean(list(self.miou.values()))) if self.miou else float("nan")
+
+    def table(self) -> str:
+        rows = [[name, m] for name, m in self.miou.items()] + [["mean", self.mean_miou]]
+        per_class = [[c] + [self.iou[n][i] for n in self.iou] for i, c in enumerate(self.classes)]
+        fmt = dict(tablefmt="pipe", floatfmt=".2f")
+        return (tabulate(rows, headers=["target", "mIoU"], **fmt) + "\n\n"
+                + tabulate(per_class, headers=["class"] + list(self.iou), **fmt))
+
+    def write(self, output_dir: str) -> Dict[str, str]:
+        """dg_summary.json / .csv / .png under ``output_dir``; returns their paths."""
+        os.makedirs(output_dir, exist_ok=True)
+        paths = {ext: os.path.join(output_dir, f"dg_summary.{ext}") for ext in ("json", "csv", "png")}
+        with open(paths["json"], "w") as f:
+            json.dump({"mIoU": self.miou, "mean_mIoU": self.mean_miou, "classes": self.classes,
+                       "IoU": self.iou}, f, indent=2)
+        with open(paths["csv"], "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["target", "mIoU"] + self.classes)
+            for name, m in self.miou.items():
+                writer.writerow([name, f"{m:.4f}"] + [f"{v:.4f}" for v in self.iou[name]])
+            writer.writerow(["mean", f"{self.mean_miou:.4f}"])
+        self._plot(paths["png"])
+        return paths
+
+    def _plot(self, path: str):
+        import matplotlib
+        matplotlib.use("Agg")  # files only, no display
+        import matplotlib.pyplot as plt
+
+        names = list(self.miou) + ["mean"]
+        values = list(self.miou.values()) + [self.mean_miou]
+        fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 3.5))
+        bars = ax.bar(names, values, color=["#4c72b0"] * (len(names) - 1) + ["#dd8452"])
+        ax.bar_label(bars, fmt="%.1f")
+        ax.set_ylabel("mIoU (%)")
+        ax.set_ylim(0, 100)
+        ax.set_title("Domain generalization: mIoU per target")
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+
+
+def evaluate_domain_generalization(cfg, model, dataset_names: Sequence[str],
+                                   output_dir: Optional[str] = None) -> DGSummary:
+    """Evaluate ``model`` on every dataset of ``dataset_names`` (registered semantic datasets
+    whose metadata may give ``eval_size``) and return (and, with ``output_dir``, write) the
+    summary."""
+    if not dataset_names:
+        raise ValueError("no target datasets given (DATASETS.TEST is empty)")
+    classes = None
+    summary = None
+    for name in dataset_names:
+        meta = MetadataCatalog.get(name)
+        if classes is None:
+            classes = list(meta.stuff_classes)
+            summary = DGSummary(classes)
+        elif list(meta.stuff_classes) != classes:
+            raise ValueError(f"{name} has other classes than {dataset_names[0]}: a DG summary "
+                             "needs one label space")
+        mapper = DGTestMapper(cfg.INPUT.FORMAT, getattr(meta, "eval_size", None))
+        loader = build_detection_test_loader(cfg, name, mapper=mapper)
+        evaluator = SemSegEvaluator(
+            name, output_dir=os.path.join(output_dir, name) if output_dir else None,
+            sem_seg_loading_fn=label_loader(len(classes), meta.ignore_label))
+        result = inference_on_dataset(model, loader, evaluator)
+        if not comm.is_main_process():
+            continue  # detectron2 evaluators gather results on the main process only
+        result = result["sem_seg"]
+        summary.miou[name] = result["mIoU"]
+        summary.iou[name] = [result[f"IoU-{c}"] for c in classes]
+        logger.info("%s: mIoU %.2f", name, result["mIoU"])
+    if output_dir and comm.is_main_process():
+        summary.write(output_dir)
+    return summary
