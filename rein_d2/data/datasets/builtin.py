@@ -1,0 +1,65 @@
+"""The datasets rein_d2 registers: their layouts under $DETECTRON2_DATASETS, eval sizes and
+known split sizes. Registration is lazy and never touches the disk."""
+from .common import register_semantic_dataset
+
+_GTAV = """  gta/images/*.png
+  gta/labels/*.png              (palette PNGs holding Cityscapes label ids)
+  gta/labels_trainid/*.png      (written by datasets/prepare_gtav.py)"""
+_CITYSCAPES = """  cityscapes/leftImg8bit/{train,val}/<city>/*_leftImg8bit.png
+  cityscapes/gtFine/{train,val}/<city>/*_gtFine_labelIds.png
+  cityscapes/gtFine/{train,val}/<city>/*_gtFine_labelTrainIds.png  (datasets/prepare_cityscapes.py)"""
+_SYNTHIA = """  synthia/RGB/*.png
+  synthia/GT/LABELS/*.png          (16-bit 3-channel; class id in the red channel)
+  synthia/GT/LABELS_trainid/*.png  (written by datasets/prepare_synthia.py)"""
+_BDD = """  bdd100k/images/10k/{train,val}/*.jpg
+  bdd100k/labels/sem_seg/masks/{train,val}/*.png   (train ids; checked by datasets/prepare_bdd100k.py)"""
+_MAPILLARY = """  mapillary/{training,validation}/images/*.jpg
+  mapillary/{training,validation}/v1.2/labels/*.png
+  mapillary/config_v1.2.json
+  mapillary/{training,validation}/v1.2/labels_trainid/*.png  (datasets/prepare_mapillary.py)"""
+_ACDC = """  acdc/rgb_anon/<fog|night|rain|snow>/{train,val}/<seq>/*_rgb_anon.png
+  acdc/gt/<fog|night|rain|snow>/{train,val}/<seq>/*_gt_labelTrainIds.png"""
+
+# name -> registration arguments (dirs relative to the datasets root) and the known split size.
+DATASETS = {
+    "gtav_train": dict(image_dir="gta/images", label_dir="gta/labels_trainid",
+                       image_suffix=".png", label_suffix=".png", eval_size=None,
+                       layout=_GTAV, script="datasets/prepare_gtav.py", size=24966),
+    "synthia_train": dict(image_dir="synthia/RGB", label_dir="synthia/GT/LABELS_trainid",
+                          image_suffix=".png", label_suffix=".png", eval_size=None,
+                          layout=_SYNTHIA, script="datasets/prepare_synthia.py", size=9400),
+}
+for _split, _n in (("train", 2975), ("val", 500)):
+    DATASETS[f"cityscapes_rein_{_split}"] = dict(
+        image_dir=f"cityscapes/leftImg8bit/{_split}", label_dir=f"cityscapes/gtFine/{_split}",
+        image_suffix="_leftImg8bit.png", label_suffix="_gtFine_labelTrainIds.png",
+        eval_size=(1024, 512), layout=_CITYSCAPES, script="datasets/prepare_cityscapes.py", size=_n)
+for _split, _n in (("train", 7000), ("val", 1000)):
+    DATASETS[f"bdd100k_sem_seg_{_split}"] = dict(
+        image_dir=f"bdd100k/images/10k/{_split}", label_dir=f"bdd100k/labels/sem_seg/masks/{_split}",
+        image_suffix=".jpg", label_suffix=".png", eval_size=(1280, 720),
+        layout=_BDD, script="datasets/prepare_bdd100k.py", size=_n)
+# Mapillary val is evaluated halved then resized to 1024x512 keeping the aspect ratio; the
+# evaluation pipeline reads eval_size (1024, 512) as that target, not as an exact resize.
+for _split, _dir, _n in (("train", "training", 18000), ("val", "validation", 2000)):
+    DATASETS[f"mapillary_{_split}"] = dict(
+        image_dir=f"mapillary/{_dir}/images", label_dir=f"mapillary/{_dir}/v1.2/labels_trainid",
+        image_suffix=".jpg", label_suffix=".png", eval_size=(1024, 512),
+        layout=_MAPILLARY, script="datasets/prepare_mapillary.py", size=_n)
+ACDC_SIZES = {"fog": (400, 100), "night": (400, 106), "rain": (400, 100), "snow": (400, 100)}
+for _cond, _sizes in ACDC_SIZES.items():
+    for _split, _n in zip(("train", "val"), _sizes):
+        DATASETS[f"acdc_{_cond}_{_split}"] = dict(
+            image_dir=f"acdc/rgb_anon/{_cond}/{_split}", label_dir=f"acdc/gt/{_cond}/{_split}",
+            image_suffix="_rgb_anon.png", label_suffix="_gt_labelTrainIds.png",
+            eval_size=(1920, 1080), layout=_ACDC, script="datasets/prepare_acdc.py", size=_n)
+
+
+def register_all():
+    from detectron2.data import DatasetCatalog
+
+    for name, spec in DATASETS.items():
+        if name in DatasetCatalog.list():  # module re-imported (e.g. by importlib in tests)
+            continue
+        kwargs = {k: v for k, v in spec.items() if k != "size"}
+        register_semantic_dataset(name, **kwargs)

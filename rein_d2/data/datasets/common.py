@@ -1,0 +1,202 @@
+"""Shared pieces of rein_d2's semantic datasets: class tables, lazy registration and the
+label-conversion helpers the ``datasets/prepare_<name>.py`` scripts use."""
+import os
+from concurrent.futures import ProcessPoolExecutor
+
+import cv2
+import numpy as np
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets.builtin_meta import CITYSCAPES_CATEGORIES
+
+IGNORE_LABEL = 255
+
+# Train-id order of detectron2's own Cityscapes table (trainId 0..18).
+_CATS = sorted((c for c in CITYSCAPES_CATEGORIES if 0 <= c["trainId"] < 19), key=lambda c: c["trainId"])
+CITYSCAPES_CLASSES = [c["name"] for c in _CATS]
+CITYSCAPES_COLORS = [tuple(c["color"]) for c in _CATS]
+
+
+def _id_to_trainid():
+    lut = np.full(256, IGNORE_LABEL, dtype=np.uint8)
+    for c in _CATS:
+        lut[c["id"]] = c["trainId"]
+    return lut
+
+
+# Cityscapes / GTAV label id -> train id (255 for every id outside the 19 classes).
+ID_TO_TRAINID = _id_to_trainid()
+VALID_TRAIN_IDS = frozenset(range(len(CITYSCAPES_CLASSES))) | {IGNORE_LABEL}
+
+
+def datasets_root():
+    return os.environ.get("DETECTRON2_DATASETS", "./datasets")
+
+
+def _resolve(path):
+    return path if os.path.isabs(path) else os.path.join(datasets_root(), path)
+
+
+def _list_by_stem(root, suffix):
+    """Map 'relative/path/stem' -> file for every file under root ending with suffix."""
+    out = {}
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            if f.endswith(suffix):
+                full = os.path.join(dirpath, f)
+                out[os.path.relpath(full, root)[: -len(suffix)]] = full
+    return out
+
+
+def _missing_root_error(name, directory, layout, script):
+    return FileNotFoundError(
+        f"Dataset '{name}': directory not found: {directory}\n"
+        f"rein_d2 looks for datasets under the environment variable DETECTRON2_DATASETS "
+        f"(now {datasets_root()!r}; default './datasets').\n"
+        f"Expected layout:\n{layout}\n"
+        f"Download the official files into that layout, then run: python {script} "
+        f"[--root $DETECTRON2_DATASETS]"
+    )
+
+
+def load_sem_seg_pairs(name, image_dir, label_dir, image_suffix, label_suffix, layout="", script=None):
+    """Pair images and labels by their path relative to image_dir / label_dir minus the suffix.
+
+    Any unpaired file is an error (never silently dropped), so a half-finished preparation
+    run or a partial download is noticed before training starts.
+    """
+    script = script or f"datasets/prepare_{name.split('_')[0]}.py"
+    image_dir, label_dir = _resolve(image_dir), _resolve(label_dir)
+    for d in (image_dir, label_dir):
+        if not os.path.isdir(d):
+            raise _missing_root_error(name, d, layout, script)
+    images = _list_by_stem(image_dir, image_suffix)
+    labels = _list_by_stem(label_dir, label_suffix)
+    if not images:
+        raise FileNotFoundError(f"Dataset '{name}': no '*{image_suffix}' files under {image_dir}")
+    for what, have, lack, lack_dir, lack_suffix in (
+        ("image", images, labels, label_dir, label_suffix),
+        ("label", labels, images, image_dir, image_suffix),
+    ):
+        orphans = sorted(set(have) - set(lack))
+        if orphans:
+            shown = "\n  ".join(have[s] for s in orphans[:5])
+            raise FileNotFoundError(
+                f"Dataset '{name}': {len(orphans)} {what} file(s) have no counterpart "
+                f"'*{lack_suffix}' under {lack_dir} (run {script}?); first ones:\n  {shown}"
+            )
+    return [{"file_name": images[s], "sem_seg_file_name": labels[s]} for s in sorted(images)]
+
+
+def register_semantic_dataset(
+    name, image_dir, label_dir, image_suffix, label_suffix, eval_size=None, layout="", script=None
+):
+    """Register lazily: nothing is read (and nothing may be missing) until the loader runs.
+
+    Relative dirs are taken under datasets_root() when the loader runs; the metadata's
+    image_root / sem_seg_root record the root seen at registration.
+    eval_size is (W, H) or None (evaluate at native size).
+    """
+    DatasetCatalog.register(
+        name,
+        lambda: load_sem_seg_pairs(
+            name, image_dir, label_dir, image_suffix, label_suffix, layout=layout, script=script
+        ),
+    )
+    MetadataCatalog.get(name).set(
+        stuff_classes=list(CITYSCAPES_CLASSES),
+        stuff_colors=[list(c) for c in CITYSCAPES_COLORS],
+        ignore_label=IGNORE_LABEL,
+        evaluator_type="sem_seg",
+        image_root=_resolve(image_dir),
+        sem_seg_root=_resolve(label_dir),
+        eval_size=tuple(eval_size) if eval_size is not None else None,
+    )
+
+
+# ---------------------------------------------------------------- preparation helpers
+
+
+def write_png_atomic(dst, array):
+    """Write via a temporary file + os.replace so an interrupted run never leaves a half PNG."""
+    os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
+    tmp = dst + ".tmp.png"
+    if not cv2.imwrite(tmp, array):
+        raise OSError(f"could not write {tmp}")
+    os.replace(tmp, dst)
+
+
+def _convert_one(job):
+    fn, src, dst = job
+    write_png_atomic(dst, np.ascontiguousarray(fn(src), dtype=np.uint8))
+
+
+def _check_one(job):
+    fn, src, _ = job
+    fn(src)
+
+
+def _run(jobs, worker, workers, desc):
+    from tqdm import tqdm
+
+    if workers <= 1:
+        for j in tqdm(jobs, desc=desc):
+            worker(j)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for _ in tqdm(pool.map(worker, jobs, chunksize=16), total=len(jobs), desc=desc):
+            pass
+
+
+def convert_labels(pairs, fn, workers=1, desc="labels"):
+    """Convert every (src, dst) with fn(src) -> uint8 train-id array, in parallel.
+
+    Resumable: dst files that already exist are skipped. fn must be picklable (a top-level
+    function or functools.partial of one). Returns (converted, skipped).
+    """
+    jobs = [(fn, s, d) for s, d in pairs if not os.path.exists(d)]
+    _run(jobs, _convert_one, workers, desc)
+    return len(jobs), len(pairs) - len(jobs)
+
+
+def check_labels(files, fn, workers=1, desc="check"):
+    """Run a validating fn(path) over files in parallel (it raises on a bad file)."""
+    _run([(fn, f, None) for f in files], _check_one, workers, desc)
+
+
+def check_count(name, found, expected):
+    if found != expected:
+        raise RuntimeError(
+            f"Dataset '{name}': expected {expected} files but found {found} "
+            f"(partial download? pass --no-count-check to skip this check)"
+        )
+
+
+def read_label(path, flags=cv2.IMREAD_UNCHANGED):
+    arr = cv2.imread(path, flags)
+    if arr is None:
+        raise OSError(f"could not read label image {path}")
+    return arr
+
+
+def check_train_ids(path):
+    """Raise naming the file if an (already train-id) label holds a value outside 0..18, 255."""
+    arr = read_label(path)
+    bad = sorted(set(np.unique(arr).tolist()) - VALID_TRAIN_IDS)
+    if arr.ndim != 2 or bad:
+        raise ValueError(
+            f"{path}: not a single-channel train-id label"
+            + (f": values {bad[:10]} outside 0..18 and 255" if bad else f" (shape {arr.shape})")
+        )
+    return arr
+
+
+def require_dir(name, directory, layout="", script=None):
+    """Used by the prepare scripts: fail with the same guidance as the dataset loaders."""
+    if not os.path.isdir(directory):
+        raise _missing_root_error(name, directory, layout, script or f"datasets/prepare_{name}.py")
+    return directory
+
+
+def find_files(root, suffix):
+    """Sorted files under root (recursively) ending with suffix."""
+    return sorted(_list_by_stem(root, suffix).values())

@@ -1,0 +1,107 @@
+"""Per-dataset raw label -> 19 Cityscapes train ids (REIN_SPEC section 6), plus the common
+command line of the ``datasets/prepare_<name>.py`` scripts."""
+import argparse
+import json
+
+import numpy as np
+from PIL import Image
+
+from .common import CITYSCAPES_CLASSES, ID_TO_TRAINID, IGNORE_LABEL, datasets_root, read_label
+
+
+def _lut(mapping, size=256):
+    lut = np.full(size, IGNORE_LABEL, dtype=np.uint8)
+    for k, v in mapping.items():
+        lut[k] = v
+    return lut
+
+
+def cityscapes_ids_to_trainids(path):
+    """Cityscapes *_gtFine_labelIds.png (8-bit label ids)."""
+    arr = read_label(path)
+    if arr.ndim != 2:
+        raise ValueError(f"{path}: expected a single-channel label-id PNG, got shape {arr.shape}")
+    return ID_TO_TRAINID[arr]
+
+
+def gtav_ids_to_trainids(path):
+    """GTAV labels are palette PNGs whose indices are Cityscapes label ids.
+
+    Read with PIL: cv2 would expand the palette to colours and lose the ids.
+    """
+    with Image.open(path) as img:
+        if img.mode not in ("P", "L"):
+            raise ValueError(f"{path}: expected a palette (P) or 8-bit (L) PNG, got mode {img.mode}")
+        arr = np.array(img)
+    return ID_TO_TRAINID[arr]
+
+
+# SYNTHIA RAND-CITYSCAPES class id -> train id (no terrain, truck or train).
+SYNTHIA_TO_TRAINID = {3: 0, 4: 1, 2: 2, 21: 3, 5: 4, 7: 5, 15: 6, 9: 7, 6: 8, 1: 10,
+                      10: 11, 17: 12, 8: 13, 19: 15, 12: 17, 11: 18}
+_SYNTHIA_LUT = _lut(SYNTHIA_TO_TRAINID, 65536)
+
+
+def synthia_to_trainids(path):
+    """16-bit 3-channel PNG; the class id is the red channel (index 2 in cv2's BGR order)."""
+    arr = read_label(path)
+    if arr.ndim != 3 or arr.shape[2] < 3:
+        raise ValueError(f"{path}: expected a 3-channel SYNTHIA label, got shape {arr.shape}")
+    return _SYNTHIA_LUT[arr[:, :, 2].astype(np.int64)]
+
+
+# Mapillary Vistas v1.2 readable name -> train id. Exact class names first, then the extras.
+_MAPILLARY_EXTRA = {
+    "Traffic Sign (Front)": "traffic sign", "Traffic Sign (Back)": "traffic sign",
+    "Traffic Sign Frame": "traffic sign", "On Rails": "train",
+    "Bicyclist": "rider", "Motorcyclist": "rider", "Other Rider": "rider",
+    "Street Light": "pole", "Utility Pole": "pole",
+    "Curb": "sidewalk", "Curb Cut": "sidewalk", "Pedestrian Area": "sidewalk",
+    "Crosswalk - Plain": "road", "Parking": "road", "Bike Lane": "road", "Service Lane": "road",
+    "Lane Marking - Crosswalk": "road", "Lane Marking - General": "road",
+}
+_MAPILLARY_EXACT = ("Road", "Sidewalk", "Building", "Wall", "Fence", "Pole", "Traffic Light",
+                    "Vegetation", "Terrain", "Sky", "Person", "Car", "Truck", "Bus",
+                    "Motorcycle", "Bicycle")
+
+
+def mapillary_name_to_trainid(readable):
+    if readable in _MAPILLARY_EXACT:
+        return CITYSCAPES_CLASSES.index(readable.lower())
+    if readable in _MAPILLARY_EXTRA:
+        return CITYSCAPES_CLASSES.index(_MAPILLARY_EXTRA[readable])
+    return IGNORE_LABEL
+
+
+def mapillary_lut(config_path):
+    """Label index -> train id from config_v1.2.json (its 'labels' list, in index order)."""
+    with open(config_path) as f:
+        labels = json.load(f)["labels"]
+    return _lut({i: mapillary_name_to_trainid(l["readable"]) for i, l in enumerate(labels)})
+
+
+def mapillary_to_trainids(path, lut):
+    with Image.open(path) as img:
+        if img.mode not in ("P", "L"):
+            raise ValueError(f"{path}: expected a palette (P) or 8-bit (L) PNG, got mode {img.mode}")
+        arr = np.array(img)
+    return lut[arr]
+
+
+def prepare_argparser(description):
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--root", default=None, help="datasets root (default: $DETECTRON2_DATASETS or ./datasets)")
+    p.add_argument("--workers", type=int, default=8, help="parallel processes (1: in-process)")
+    p.add_argument("--no-count-check", action="store_true", help="skip the split-size check (partial downloads)")
+    return p
+
+
+def parse_prepare_args(description, argv):
+    args = prepare_argparser(description).parse_args(argv)
+    args.root = args.root or datasets_root()
+    return args
+
+
+__all__ = ["cityscapes_ids_to_trainids", "gtav_ids_to_trainids", "synthia_to_trainids",
+           "mapillary_lut", "mapillary_to_trainids", "mapillary_name_to_trainid",
+           "SYNTHIA_TO_TRAINID", "parse_prepare_args"]
