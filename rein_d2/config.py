@@ -95,4 +95,21 @@ def add_rein_config(cfg: CN) -> CN:
     cfg.INPUT.COLOR_AUG_SSD = True
     # Dataset mapper: "semantic", "instance" (COCO instances) or "panoptic" (COCO panoptic).
     cfg.INPUT.DATASET_MAPPER_NAME = "semantic"
+
+    # Training (REIN_SPEC section 5). Optimiser: AdamW with these betas and eps.
+    cfg.SOLVER.OPTIMIZER = "ADAMW"
+    cfg.SOLVER.BETAS = (0.9, 0.999)
+    cfg.SOLVER.EPS = 1e-8
+    # Parameters whose name holds one of these (and all norm layers) get no weight decay.
+    cfg.SOLVER.NO_DECAY_KEYS = ["norm", "level_embed", "query_embed", "learnable_tokens", "rein.scale"]
+    # Learning-rate factor of the VFM's own weights (full fine-tuning only).
+    cfg.SOLVER.BACKBONE_MULTIPLIER = 0.1
+    # Exponent of the WarmupPolyLR schedule lr * (1 - iter / MAX_ITER) ** power.
+    cfg.SOLVER.POLY_LR_POWER = 0.9
+    # AMP precision with SOLVER.AMP.ENABLED: "float16" (with loss scaling) or "bfloat16".
+    cfg.SOLVER.AMP.PRECISION = "float16"
+    # Checkpoints without the frozen VFM (it comes from MODEL.WEIGHTS when loading).
+    cfg.SOLVER.LIGHT_CHECKPOINTS = True
+    # A light checkpoint of trained weights, loaded on top of MODEL.WEIGHTS (eval, demo).
+    cfg.MODEL.TRAINED_WEIGHTS = ""
     return cfg

@@ -65,6 +65,10 @@ class HungarianMatcher(nn.Module):
         gt = point_sample(masks.float(), coords[None].expand(g, -1, -1))
         cost = (-self.cost_class * cls_logits.float().softmax(-1)[:, labels]
                 + self.cost_mask * _bce_cost(pred, gt) + self.cost_dice * _dice_cost(pred, gt))
+        if not torch.isfinite(cost).all():  # scipy would fail with an unhelpful message
+            raise FloatingPointError("non-finite class or mask logits reached the Hungarian "
+                                     "matcher: the model diverged (lower the learning rate, "
+                                     "enable gradient clipping or check the inputs)")
         rows, cols = linear_sum_assignment(cost.cpu().numpy())
         dev = cls_logits.device
         return torch.as_tensor(rows, dtype=torch.long, device=dev), torch.as_tensor(cols, dtype=torch.long, device=dev)

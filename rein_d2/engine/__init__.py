@@ -1,0 +1,8 @@
+"""Training: the reference's optimiser and schedule, light checkpoints, the trainer."""
+from .checkpoint import LightCheckpointer, RNGState, frozen_keys, light_state_dict
+from .optimizer import build_lr_scheduler, build_optimizer, param_groups
+from .trainer import ReinTrainer, ResumableTrainingSampler, load_model_weights
+
+__all__ = ["LightCheckpointer", "RNGState", "frozen_keys", "light_state_dict",
+           "build_lr_scheduler", "build_optimizer", "param_groups", "ReinTrainer",
+           "ResumableTrainingSampler", "load_model_weights"]

@@ -1,0 +1,131 @@
+"""ReinTrainer: detectron2's DefaultTrainer with the reference's recipe (REIN_SPEC section 5):
+AdamW param groups, poly schedule, fp16/bf16 AMP, gradient clipping, light atomic checkpoints
+that resume exactly, and evaluation on every target domain."""
+import itertools
+import logging
+import os
+import weakref
+from collections import OrderedDict
+
+import torch
+from detectron2.data import build_detection_train_loader
+from detectron2.data.samplers import TrainingSampler
+from detectron2.engine import AMPTrainer, DefaultTrainer
+
+from ..data import build_train_mapper
+from ..evaluation import evaluate_domain_generalization
+from .checkpoint import LightCheckpointer, RNGState, frozen_keys
+from .optimizer import build_lr_scheduler, build_optimizer
+
+__all__ = ["ReinTrainer", "ResumableTrainingSampler", "load_model_weights"]
+
+logger = logging.getLogger(__name__)
+
+
+class ResumableTrainingSampler(TrainingSampler):
+    """detectron2's seeded infinite sampler that can skip the indices already consumed, so a
+    resumed run sees the same images in the same order as an uninterrupted one."""
+
+    def __init__(self, size: int, shuffle: bool = True, seed=None):
+        super().__init__(size, shuffle, seed)
+        self.skip = 0  # indices of the global stream to skip (set before iteration starts)
+
+    def _infinite_indices(self):
+        return itertools.islice(super()._infinite_indices(), self.skip, None)
+
+
+def load_model_weights(cfg, model) -> None:
+    """MODEL.WEIGHTS (a full checkpoint, or the converted VFM), then MODEL.TRAINED_WEIGHTS (a
+    light checkpoint of the trained part), refusing a light file as the only source."""
+    checkpointer = LightCheckpointer(model)
+    if cfg.MODEL.WEIGHTS:
+        checkpointer.load(cfg.MODEL.WEIGHTS, checkpointables=[])
+        if checkpointer._loading_light and frozen_keys(model):
+            raise ValueError(
+                f"{cfg.MODEL.WEIGHTS} is a light checkpoint (trained weights only, no VFM): set "
+                "MODEL.WEIGHTS to the VFM weights (tools/convert_pretrained.py output) and "
+                "MODEL.TRAINED_WEIGHTS to this file, or export a full file with "
+                "tools/export_checkpoint.py")
+    if cfg.MODEL.TRAINED_WEIGHTS:
+        checkpointer.load(cfg.MODEL.TRAINED_WEIGHTS, checkpointables=[])
+
+
+class ReinTrainer(DefaultTrainer):
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        if cfg.SOLVER.AMP.ENABLED:  # DefaultTrainer's AMPTrainer is fp16 only
+            precision = {"float16": torch.float16, "bfloat16": torch.bfloat16}[cfg.SOLVER.AMP.PRECISION]
+            t = self._trainer
+            self._trainer = AMPTrainer(t.model, t.data_loader, t.optimizer, precision=precision)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(cfg, model)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        return build_lr_scheduler(cfg, optimizer)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        from detectron2.data import DatasetCatalog
+        dataset = [d for name in cfg.DATASETS.TRAIN for d in DatasetCatalog.get(name)]
+        sampler = ResumableTrainingSampler(len(dataset), seed=cfg.SEED if cfg.SEED >= 0 else None)
+        loader = build_detection_train_loader(cfg, dataset=dataset, mapper=build_train_mapper(cfg),
+                                              sampler=sampler)
+        loader.rein_sampler = sampler  # for resume_or_load: the loader wraps it deeply
+        return loader
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """Every DATASETS.TEST target at its evaluation size; results as detectron2 reports
+        them, plus the mean over targets."""
+        if not cfg.DATASETS.TEST:
+            return OrderedDict()
+        was_training = model.training
+        out_dir = os.path.join(cfg.OUTPUT_DIR, "inference")
+        try:
+            summary = evaluate_domain_generalization(cfg, model, list(cfg.DATASETS.TEST), out_dir)
+        finally:
+            model.train(was_training)
+        results = OrderedDict((name, {"mIoU": m}) for name, m in summary.miou.items())
+        if summary.miou:
+            results["mean"] = {"mIoU": summary.mean_miou}
+            logger.info("Domain generalization:\n" + summary.table())
+        return results
+
+    def build_hooks(self):
+        # Called at the end of DefaultTrainer.__init__: swap in the light, atomic checkpointer
+        # (with the RNG state) before the checkpoint hook captures it.
+        model = self._trainer.model
+        self.checkpointer = LightCheckpointer(
+            getattr(model, "module", model), self.cfg.OUTPUT_DIR, light=self.cfg.SOLVER.LIGHT_CHECKPOINTS,
+            trainer=weakref.proxy(self), rng=RNGState())
+        return super().build_hooks()
+
+    def resume_or_load(self, resume=True):
+        """The VFM (and any full weights) from MODEL.WEIGHTS, then, with ``resume`` and a
+        checkpoint in OUTPUT_DIR, the trained weights, optimiser, scheduler, iteration and RNG
+        state from it; the sampler skips what was already consumed."""
+        model = self.checkpointer.model
+        load_model_weights(self.cfg, model)
+        if resume and self.checkpointer.has_checkpoint():
+            names = [k for k in self.checkpointer.checkpointables if k != "rng"]
+            extra = self.checkpointer.load(self.checkpointer.get_checkpoint_file(), names)
+            self.start_iter = self.iter + 1
+            sampler = getattr(self.data_loader, "rein_sampler", None)
+            if isinstance(sampler, ResumableTrainingSampler):
+                sampler.skip = self.start_iter * self.cfg.SOLVER.IMS_PER_BATCH
+            # The uninterrupted run made its data-loader iterator (one random draw) before the
+            # saved state: make it now, then restore the random state.
+            self._trainer._data_loader_iter
+            if "rng" in extra:
+                self.checkpointer.checkpointables["rng"].load_state_dict(extra["rng"])
+
+    def run_step(self):
+        try:
+            super().run_step()
+        except FloatingPointError as e:
+            if "iteration" in str(e):
+                raise
+            raise FloatingPointError(f"at iteration={self.iter}: {e}") from e

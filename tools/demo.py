@@ -1,0 +1,339 @@
+#!/usr/bin/env python
+r"""Run a Rein model on images, a video or a webcam and write colour overlays.
+
+    python tools/demo.py --config-file configs/rein_dinov2.yaml \
+        --input photos/ [more.jpg "shots/*.png"] [--output demo_output] \
+        MODEL.WEIGHTS weights/rein_dinov2_gtav.pth
+    python tools/demo.py --config-file configs/rein_dinov2.yaml --video-input drive.mp4 \
+        MODEL.WEIGHTS weights/rein_dinov2_gtav.pth
+    python tools/demo.py --config-file configs/rein_dinov2.yaml --webcam --max-frames 300 \
+        MODEL.WEIGHTS weights/rein_dinov2_gtav.pth
+
+Images (files, folders of image files, globs) become <output>/<name>.png; a video becomes
+<output>/<stem>.mp4 (same fps and size); the webcam (camera 0, nothing shown) is recorded to
+<output>/webcam.mp4 until --max-frames or Ctrl-C. Semantic predictions are drawn with the
+class names and colours of DATASETS.TEST[0] (the 19 Cityscapes classes when it is not set;
+generic "class i" names when the number of classes does not match); panoptic and instance
+predictions are drawn when the model outputs them. Unreadable images are reported by name and
+skipped, and the exit status is then 1.
+"""
+import argparse
+import glob
+import os
+import re
+import sys
+from typing import List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+import torch
+import tqdm
+from detectron2.config import get_cfg
+from detectron2.data import MetadataCatalog
+from detectron2.data.catalog import Metadata
+from detectron2.data.datasets.builtin_meta import CITYSCAPES_CATEGORIES
+from detectron2.data.detection_utils import read_image
+from detectron2.engine import DefaultPredictor
+from detectron2.utils.colormap import colormap
+from detectron2.utils.visualizer import ColorMode, Visualizer
+
+from rein_d2 import add_rein_config
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+DEFAULT_OUTPUT = "demo_output"
+
+
+def _cityscapes_train_classes() -> Tuple[List[str], List[List[int]]]:
+    """The 19 Cityscapes train-id classes (train ids 0..18) and their standard colours."""
+    cats = sorted((c for c in CITYSCAPES_CATEGORIES if 0 <= c["trainId"] < 19), key=lambda c: c["trainId"])
+    return [c["name"] for c in cats], [list(c["color"]) for c in cats]
+
+
+def _palette(n: int) -> List[List[int]]:
+    """n distinct-enough RGB colours (detectron2's colour map, cycled)."""
+    base = colormap(rgb=True, maximum=255).astype(int).tolist()
+    return [base[i % len(base)] for i in range(n)]
+
+
+def _fit(values, n: int):
+    return list(values) if values is not None and len(values) == n else None
+
+
+def demo_metadata(dataset: Optional[str], num_classes: int) -> Metadata:
+    """Metadata for drawing ``num_classes`` classes: from ``dataset``'s registered metadata, or
+    the 19 Cityscapes classes without one; lists whose length differs from ``num_classes`` are
+    replaced by generic names ("class 0", ...) and a fixed palette. A fresh object: the
+    registered metadata is not modified (a dataset without class names counts as none)."""
+    source = MetadataCatalog.get(dataset) if dataset else None
+    if source is not None and (source.get("stuff_classes", None) or source.get("thing_classes", None)):
+        stuff_classes, stuff_colors = source.get("stuff_classes", None), source.get("stuff_colors", None)
+        thing_classes, thing_colors = source.get("thing_classes", None), source.get("thing_colors", None)
+    else:  # no dataset, or one without class names: Cityscapes
+        stuff_classes, stuff_colors = _cityscapes_train_classes()
+        thing_classes, thing_colors = None, None
+    names = _fit(stuff_classes, num_classes) or _fit(thing_classes, num_classes)
+    if names is None:
+        names = [f"class {i}" for i in range(num_classes)]
+        colors = _palette(num_classes)
+    else:
+        colors = (_fit(stuff_colors, num_classes) if names == _fit(stuff_classes, num_classes) else None) \
+            or _fit(thing_colors, num_classes) or _palette(num_classes)
+    md = Metadata(name=f"rein_d2_demo:{dataset or 'cityscapes'}")
+    md.set(stuff_classes=names, stuff_colors=[list(map(int, c)) for c in colors],
+           thing_classes=_fit(thing_classes, num_classes) or list(names),
+           thing_colors=[list(map(int, c)) for c in (_fit(thing_colors, num_classes) or colors)])
+    if source is not None and source.get("thing_dataset_id_to_contiguous_id", None) is not None:
+        md.set(thing_dataset_id_to_contiguous_id=dict(source.thing_dataset_id_to_contiguous_id))
+    return md
+
+
+class OverlayDrawer:
+    """Model predictions (DefaultPredictor's output for one image) drawn over the image."""
+
+    def __init__(self, metadata: Metadata, opacity: float = 0.5, confidence_threshold: float = 0.5):
+        self.metadata = metadata
+        self.opacity = opacity
+        self.confidence_threshold = confidence_threshold
+
+    def __call__(self, image_bgr: np.ndarray, predictions: dict) -> np.ndarray:
+        """The overlay, BGR uint8, same size as ``image_bgr``."""
+        vis = Visualizer(image_bgr[:, :, ::-1], self.metadata, instance_mode=ColorMode.IMAGE)
+        out = None
+        if "panoptic_seg" in predictions:
+            seg, segments_info = predictions["panoptic_seg"]
+            out = vis.draw_panoptic_seg(seg.to("cpu"), segments_info, alpha=self.opacity)
+        else:
+            if "sem_seg" in predictions:
+                labels = predictions["sem_seg"].argmax(dim=0).to("cpu")
+                out = vis.draw_sem_seg(labels, alpha=self.opacity)
+            if "instances" in predictions:
+                instances = predictions["instances"].to("cpu")
+                instances = instances[instances.scores > self.confidence_threshold]
+                out = vis.draw_instance_predictions(instances)
+        if out is None:
+            raise ValueError(f"the model returned none of sem_seg / panoptic_seg / instances "
+                             f"(keys: {sorted(predictions)})")
+        return np.ascontiguousarray(out.get_image()[:, :, ::-1])
+
+
+def expand_inputs(inputs: Sequence[str]) -> Tuple[List[str], List[str]]:
+    """Image paths from files, folders (their image files, sorted) and globs, in the order
+    given, duplicates removed; and the error messages of inputs that name nothing."""
+    paths, errors = [], []
+    for item in inputs:
+        if os.path.isdir(item):
+            found = sorted(os.path.join(item, f) for f in os.listdir(item)
+                           if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(item, f)))
+            if not found:
+                errors.append(f"no image files in folder {item}")
+        elif os.path.isfile(item):
+            found = [item]
+        elif glob.has_magic(item):
+            found = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
+            if not found:
+                errors.append(f"no files match {item}")
+        else:
+            found = []
+            errors.append(f"input not found: {item}")
+        paths.extend(found)
+    seen, unique = set(), []
+    for p in paths:
+        key = os.path.abspath(p)
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique, errors
+
+
+def _output_names(paths: Sequence[str]) -> List[str]:
+    """<stem>.png per path; a stem seen before gets _1, _2, ... so no overlay overwrites another."""
+    used, names = set(), []
+    for p in paths:
+        stem = os.path.splitext(os.path.basename(p))[0]
+        name, k = stem, 0
+        while name in used:
+            k += 1
+            name = f"{stem}_{k}"
+        used.add(name)
+        names.append(name + ".png")
+    return names
+
+
+def _error(msg: str) -> None:
+    tqdm.tqdm.write(f"error: {msg}", file=sys.stderr)
+
+
+def run_images(predictor, draw, inputs, output_dir) -> int:
+    paths, errors = expand_inputs(inputs)
+    for e in errors:
+        _error(e)
+    if not paths:
+        _error("no images to process")
+        return 2
+    os.makedirs(output_dir, exist_ok=True)
+    failed = []
+    for path, name in zip(tqdm.tqdm(paths, desc="images", unit="img"), _output_names(paths)):
+        try:
+            image = read_image(path, format="BGR")
+        except Exception as e:  # corrupt / unsupported file: report it and go on
+            _error(f"cannot read image {path}: {e}")
+            failed.append(path)
+            continue
+        try:
+            overlay = draw(image, predictor(image))
+        except Exception as e:
+            _error(f"failed on image {path}: {type(e).__name__}: {e}")
+            failed.append(path)
+            continue
+        out = os.path.join(output_dir, name)
+        if not cv2.imwrite(out, overlay):
+            _error(f"cannot write {out}")
+            failed.append(path)
+    written = len(paths) - len(failed)
+    print(f"wrote {written} overlay(s) to {output_dir}")
+    if failed or errors:
+        print(f"{len(failed) + len(errors)} input(s) failed: " + "; ".join(failed + errors), file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_stream(predictor, draw, cap, out_path, total=None, max_frames=None, desc="frames") -> int:
+    """Predict and draw every frame of an opened cv2.VideoCapture into ``out_path`` (mp4v, the
+    capture's fps, the frames' size) until the capture ends, ``max_frames`` frames or Ctrl-C."""
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    if not fps or not np.isfinite(fps) or fps <= 0:
+        fps = 30.0
+    if max_frames is not None:
+        total = max_frames if not total else min(total, max_frames)
+    writer, n = None, 0
+    bar = tqdm.tqdm(total=total, desc=desc, unit="frame")
+    try:
+        while max_frames is None or n < max_frames:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            if writer is None:
+                h, w = frame.shape[:2]
+                writer = cv2.VideoWriter(out_path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+                if not writer.isOpened():
+                    _error(f"cannot open {out_path} for writing")
+                    return 2
+            writer.write(draw(frame, predictor(frame)))
+            n += 1
+            bar.update(1)
+    except KeyboardInterrupt:
+        tqdm.tqdm.write("interrupted: closing the output video")
+    finally:
+        bar.close()
+        cap.release()
+        if writer is not None:
+            writer.release()
+    if n == 0:
+        _error("no frames could be read")
+        return 1
+    print(f"wrote {n} frame(s) to {out_path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("--config-file", required=True, metavar="FILE")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", nargs="+", metavar="PATH",
+                        help="image files, folders of images or glob patterns")
+    source.add_argument("--video-input", metavar="FILE", help="a video file")
+    source.add_argument("--webcam", action="store_true", help="record camera 0 (nothing is shown)")
+    parser.add_argument("--output", default=DEFAULT_OUTPUT, metavar="DIR",
+                        help=f"output folder (default: ./{DEFAULT_OUTPUT})")
+    parser.add_argument("--confidence-threshold", type=float, default=0.5, metavar="T",
+                        help="minimum score of the instances drawn (instance outputs only)")
+    parser.add_argument("--opacity", type=float, default=0.5, metavar="A", help="opacity of the masks, 0..1")
+    parser.add_argument("--max-frames", type=int, default=None, metavar="N",
+                        help="stop the webcam / video after N frames")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE ...")
+    return parser
+
+
+_CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Parsed arguments; config overrides that --input's list swallowed (``--input a.jpg
+    MODEL.WEIGHTS w.pth``) are moved back to ``opts``: everything from the first item that looks
+    like a config key (``MODEL.WEIGHTS``, upper case with dots)."""
+    args = build_parser().parse_args(argv)
+    if args.input:
+        for i, item in enumerate(args.input):
+            if _CONFIG_KEY.match(item):
+                args.opts = args.input[i:] + list(args.opts)
+                args.input = args.input[:i]
+                break
+        if not args.input:
+            build_parser().error("--input needs at least one image, folder or glob")
+    return args
+
+
+def setup_cfg(args):
+    cfg = add_rein_config(get_cfg())
+    cfg.merge_from_file(args.config_file)
+    if not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"
+    cfg.merge_from_list(args.opts)
+    cfg.freeze()
+    return cfg
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if not 0.0 <= args.opacity <= 1.0:
+        _error(f"--opacity must be in [0, 1], got {args.opacity}")
+        return 2
+    if args.max_frames is not None and args.max_frames <= 0:
+        _error(f"--max-frames must be positive, got {args.max_frames}")
+        return 2
+    if not os.path.isfile(args.config_file):
+        _error(f"config file not found: {args.config_file}")
+        return 2
+    if args.video_input is not None and not os.path.isfile(args.video_input):
+        _error(f"video file not found: {args.video_input}")
+        return 2
+
+    cfg = setup_cfg(args)
+    weights = cfg.MODEL.WEIGHTS
+    if weights and "://" not in weights and not os.path.isfile(weights):
+        _error(f"MODEL.WEIGHTS not found: {weights}")
+        return 2
+    if not weights:
+        print("warning: MODEL.WEIGHTS is empty, the model is randomly initialised", file=sys.stderr)
+    predictor = DefaultPredictor(cfg)  # builds the model, loads MODEL.WEIGHTS, resizes as in testing
+    dataset = cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else None
+    draw = OverlayDrawer(demo_metadata(dataset, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES),
+                         opacity=args.opacity, confidence_threshold=args.confidence_threshold)
+
+    if args.input:
+        return run_images(predictor, draw, args.input, args.output)
+
+    if args.video_input is not None:
+        cap = cv2.VideoCapture(args.video_input)
+        if not cap.isOpened():
+            _error(f"cannot open video {args.video_input} (unsupported or corrupt file)")
+            return 2
+        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+        stem = os.path.splitext(os.path.basename(args.video_input))[0]
+        out_path = os.path.join(args.output, stem + ".mp4")
+        desc = os.path.basename(args.video_input)
+    else:
+        cap = cv2.VideoCapture(0)
+        if not cap.isOpened():
+            _error("cannot open camera 0 (no webcam found or it is in use)")
+            return 2
+        total, out_path, desc = None, os.path.join(args.output, "webcam.mp4"), "webcam"
+    os.makedirs(args.output, exist_ok=True)
+    return run_stream(predictor, draw, cap, out_path, total=total if total and total > 0 else None,
+                      max_frames=args.max_frames, desc=desc)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
