@@ -200,3 +200,19 @@ def require_dir(name, directory, layout="", script=None):
 def find_files(root, suffix):
     """Sorted files under root (recursively) ending with suffix."""
     return sorted(_list_by_stem(root, suffix).values())
+
+
+def convert_folder(dataset: str, root: str, src_rel: str, dst_rel: str, fn, workers: int,
+                   spec: dict, count_check: bool = True):
+    """Convert every PNG label under ``root/src_rel`` into ``root/dst_rel`` (same relative
+    paths) with ``fn``, resumably, then check the count against ``spec["size"]``."""
+    short = dataset.split("_")[0]
+    src_dir = require_dir(short, os.path.join(root, src_rel), spec["layout"], spec["script"])
+    dst_dir = os.path.join(root, dst_rel)
+    srcs = find_files(src_dir, ".png")
+    pairs = [(s, os.path.join(dst_dir, os.path.relpath(s, src_dir))) for s in srcs]
+    done, skipped = convert_labels(pairs, fn, workers, desc=short)
+    print(f"{short}: converted {done}, skipped {skipped} existing")
+    if count_check:
+        check_count(dataset, len(srcs), spec["size"])
+    return 0
