@@ -1,7 +1,20 @@
 """rein_d2's config keys, added to a detectron2 config by :func:`add_rein_config`."""
+import torch
 from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
 
-__all__ = ["add_rein_config"]
+__all__ = ["add_rein_config", "load_config"]
+
+
+def load_config(config_file: str, opts=()) -> CN:
+    """detectron2's defaults plus rein_d2's keys, then ``config_file`` and ``opts`` (KEY, VALUE,
+    ...). Without CUDA, MODEL.DEVICE defaults to "cpu" (an explicit MODEL.DEVICE in opts wins)."""
+    cfg = add_rein_config(get_cfg())
+    cfg.merge_from_file(config_file)
+    if not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"
+    cfg.merge_from_list(list(opts))
+    return cfg
 
 
 def add_rein_config(cfg: CN) -> CN:

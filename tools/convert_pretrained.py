@@ -15,10 +15,9 @@ import os
 import sys
 
 import torch
-from detectron2.config import get_cfg
 from detectron2.modeling import build_backbone
 
-from rein_d2 import add_rein_config
+from rein_d2 import load_config
 from rein_d2.checkpoint import (CheckpointMismatchError, convert_official_checkpoint,
                                 load_official_checkpoint)
 
@@ -31,9 +30,7 @@ def main(argv=None) -> int:
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE ...")
     args = parser.parse_args(argv)
 
-    cfg = add_rein_config(get_cfg())
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = load_config(args.config_file, args.opts)
     if not os.path.isfile(args.input):
         print(f"error: no such checkpoint file: {args.input}", file=sys.stderr)
         return 2

@@ -16,10 +16,9 @@ import os
 import sys
 
 import torch
-from detectron2.config import get_cfg
 from detectron2.modeling import META_ARCH_REGISTRY
 
-from rein_d2 import add_rein_config
+from rein_d2 import load_config
 from rein_d2.checkpoint import (CheckpointMismatchError, convert_official_checkpoint,
                                 convert_release_checkpoint, load_official_checkpoint,
                                 unwrap_release_checkpoint)
@@ -44,9 +43,7 @@ def main(argv=None) -> int:
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE ...")
     args = parser.parse_args(argv)
 
-    cfg = add_rein_config(get_cfg())
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = load_config(args.config_file, args.opts)
     for path in filter(None, (args.input, args.pretrained)):
         if not os.path.isfile(path):
             print(f"error: no such checkpoint file: {path}", file=sys.stderr)

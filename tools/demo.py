@@ -26,9 +26,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
-import torch
 import tqdm
-from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 from detectron2.data.catalog import Metadata
 from detectron2.data.datasets.builtin_meta import CITYSCAPES_CATEGORIES
@@ -37,7 +35,7 @@ from detectron2.engine import DefaultPredictor
 from detectron2.utils.colormap import colormap
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
-from rein_d2 import add_rein_config
+from rein_d2 import load_config
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 DEFAULT_OUTPUT = "demo_output"
@@ -276,11 +274,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def setup_cfg(args):
-    cfg = add_rein_config(get_cfg())
-    cfg.merge_from_file(args.config_file)
-    if not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"
-    cfg.merge_from_list(args.opts)
+    cfg = load_config(args.config_file, args.opts)
     cfg.freeze()
     return cfg
 

@@ -14,11 +14,10 @@ import sys
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
-from rein_d2 import add_rein_config
+from rein_d2 import load_config
 from rein_d2.evaluation import evaluate_domain_generalization
 
 
@@ -30,11 +29,7 @@ def main(argv=None) -> int:
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE ...")
     args = parser.parse_args(argv)
 
-    cfg = add_rein_config(get_cfg())
-    cfg.merge_from_file(args.config_file)
-    if not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"
-    cfg.merge_from_list(args.opts)
+    cfg = load_config(args.config_file, args.opts)
     setup_logger(name="rein_d2")
     model = build_model(cfg).eval()
     if cfg.MODEL.WEIGHTS:

@@ -11,10 +11,9 @@ import time
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
-from rein_d2 import add_rein_config
+from rein_d2 import load_config
 
 
 def main(argv=None):
@@ -25,11 +24,7 @@ def main(argv=None):
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE ...")
     args = parser.parse_args(argv)
 
-    cfg = add_rein_config(get_cfg())
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    if not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"
+    cfg = load_config(args.config_file, args.opts)
     torch.manual_seed(0)
     model = build_model(cfg)
     if cfg.MODEL.WEIGHTS:

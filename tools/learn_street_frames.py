@@ -19,11 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from PIL import Image
 
-from rein_d2 import add_rein_config
+from rein_d2 import load_config
 
 FRAMES = Path("/usr/share/doc/labelme-examples/examples/video_annotation/data_dataset_voc")
 
@@ -123,11 +122,7 @@ def train(cfg, frames, size, max_iter, time_budget, batch_size, eval_period, tar
 
 
 def build_cfg(config_file, opts=()):
-    cfg = add_rein_config(get_cfg())
-    cfg.merge_from_file(config_file)
-    cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-    cfg.merge_from_list(list(opts))
-    return cfg
+    return load_config(config_file, opts)
 
 
 def main(argv=None):

@@ -10,20 +10,14 @@
 
 Evaluation covers every DATASETS.TEST target at its evaluation size and reports the mean.
 """
-import torch
-from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch
 
-from rein_d2 import add_rein_config
+from rein_d2 import load_config
 from rein_d2.engine import ReinTrainer, load_model_weights
 
 
 def setup(args):
-    cfg = add_rein_config(get_cfg())
-    cfg.merge_from_file(args.config_file)
-    if not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"
-    cfg.merge_from_list(args.opts)
+    cfg = load_config(args.config_file, args.opts)
     cfg.freeze()
     default_setup(cfg, args)
     return cfg
