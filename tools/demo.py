@@ -36,6 +36,7 @@ from detectron2.utils.colormap import colormap
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
 from rein_d2 import load_config
+from rein_d2.engine import load_model_weights
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 DEFAULT_OUTPUT = "demo_output"
@@ -295,13 +296,20 @@ def main(argv=None) -> int:
         return 2
 
     cfg = setup_cfg(args)
-    weights = cfg.MODEL.WEIGHTS
-    if weights and "://" not in weights and not os.path.isfile(weights):
-        _error(f"MODEL.WEIGHTS not found: {weights}")
-        return 2
-    if not weights:
+    for key in ("WEIGHTS", "TRAINED_WEIGHTS"):
+        weights = cfg.MODEL[key]
+        if weights and "://" not in weights and not os.path.isfile(weights):
+            _error(f"MODEL.{key} not found: {weights}")
+            return 2
+    if not cfg.MODEL.WEIGHTS:
         print("warning: MODEL.WEIGHTS is empty, the model is randomly initialised", file=sys.stderr)
-    predictor = DefaultPredictor(cfg)  # builds the model, loads MODEL.WEIGHTS, resizes as in testing
+    # DefaultPredictor resizes as in testing; the weights go through rein_d2's loader so that
+    # a light checkpoint (MODEL.TRAINED_WEIGHTS) lands on top of the VFM.
+    predictor_cfg = cfg.clone()
+    predictor_cfg.defrost()
+    predictor_cfg.MODEL.WEIGHTS = ""
+    predictor = DefaultPredictor(predictor_cfg)
+    load_model_weights(cfg, predictor.model)
     dataset = cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else None
     draw = OverlayDrawer(demo_metadata(dataset, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES),
                          opacity=args.opacity, confidence_threshold=args.confidence_threshold)

@@ -13,11 +13,11 @@ import argparse
 import sys
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
 from rein_d2 import load_config
+from rein_d2.engine import load_model_weights
 from rein_d2.evaluation import evaluate_domain_generalization
 
 
@@ -32,8 +32,7 @@ def main(argv=None) -> int:
     cfg = load_config(args.config_file, args.opts)
     setup_logger(name="rein_d2")
     model = build_model(cfg).eval()
-    if cfg.MODEL.WEIGHTS:
-        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    load_model_weights(cfg, model)  # MODEL.WEIGHTS, then MODEL.TRAINED_WEIGHTS
     names = args.datasets or list(cfg.DATASETS.TEST)
     with torch.no_grad():
         summary = evaluate_domain_generalization(cfg, model, names, args.output_dir)

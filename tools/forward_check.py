@@ -10,10 +10,10 @@ import argparse
 import time
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
 from rein_d2 import load_config
+from rein_d2.engine import load_model_weights
 
 
 def main(argv=None):
@@ -27,8 +27,7 @@ def main(argv=None):
     cfg = load_config(args.config_file, args.opts)
     torch.manual_seed(0)
     model = build_model(cfg)
-    if cfg.MODEL.WEIGHTS:
-        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    load_model_weights(cfg, model)  # MODEL.WEIGHTS, then MODEL.TRAINED_WEIGHTS
     backbone = model.backbone
     n_train = sum(p.numel() for p in backbone.parameters() if p.requires_grad)
     n_frozen = sum(p.numel() for p in backbone.parameters() if not p.requires_grad)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
-__all__ = ["LightCheckpointer", "RNGState", "frozen_keys", "light_state_dict"]
+__all__ = ["LightCheckpointer", "RNGState", "frozen_keys", "light_state_dict", "load_model_weights"]
 
 FROZEN_PREFIX = "backbone.vit."
 
@@ -98,3 +98,18 @@ class LightCheckpointer(DetectionCheckpointer):
             frozen = set(frozen_keys(self.model))
             incompatible.missing_keys[:] = [k for k in incompatible.missing_keys if k not in frozen]
         super()._log_incompatible_keys(incompatible)
+
+
+def load_model_weights(cfg, model) -> None:
+    """MODEL.WEIGHTS (a full checkpoint, or the converted VFM), then MODEL.TRAINED_WEIGHTS (a
+    light checkpoint of the trained part), refusing a light file as the only source."""
+    checkpointer = LightCheckpointer(model)
+    if cfg.MODEL.WEIGHTS:
+        checkpointer.load(cfg.MODEL.WEIGHTS, checkpointables=[])
+        if checkpointer._loading_light and frozen_keys(model):
+            raise ValueError(
+                f"{cfg.MODEL.WEIGHTS} is a light checkpoint (trained weights only, no VFM): set "
+                "MODEL.WEIGHTS to the VFM weights (tools/convert_pretrained.py output) and "
+                "MODEL.TRAINED_WEIGHTS to this file")
+    if cfg.MODEL.TRAINED_WEIGHTS:
+        checkpointer.load(cfg.MODEL.TRAINED_WEIGHTS, checkpointables=[])

@@ -14,10 +14,10 @@ from detectron2.engine import AMPTrainer, DefaultTrainer
 
 from ..data import build_train_mapper
 from ..evaluation import evaluate_domain_generalization
-from .checkpoint import LightCheckpointer, RNGState, frozen_keys
+from .checkpoint import LightCheckpointer, RNGState, load_model_weights
 from .optimizer import build_lr_scheduler, build_optimizer
 
-__all__ = ["ReinTrainer", "ResumableTrainingSampler", "load_model_weights"]
+__all__ = ["ReinTrainer", "ResumableTrainingSampler"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,22 +32,6 @@ class ResumableTrainingSampler(TrainingSampler):
 
     def _infinite_indices(self):
         return itertools.islice(super()._infinite_indices(), self.skip, None)
-
-
-def load_model_weights(cfg, model) -> None:
-    """MODEL.WEIGHTS (a full checkpoint, or the converted VFM), then MODEL.TRAINED_WEIGHTS (a
-    light checkpoint of the trained part), refusing a light file as the only source."""
-    checkpointer = LightCheckpointer(model)
-    if cfg.MODEL.WEIGHTS:
-        checkpointer.load(cfg.MODEL.WEIGHTS, checkpointables=[])
-        if checkpointer._loading_light and frozen_keys(model):
-            raise ValueError(
-                f"{cfg.MODEL.WEIGHTS} is a light checkpoint (trained weights only, no VFM): set "
-                "MODEL.WEIGHTS to the VFM weights (tools/convert_pretrained.py output) and "
-                "MODEL.TRAINED_WEIGHTS to this file, or export a full file with "
-                "tools/export_checkpoint.py")
-    if cfg.MODEL.TRAINED_WEIGHTS:
-        checkpointer.load(cfg.MODEL.TRAINED_WEIGHTS, checkpointables=[])
 
 
 class ReinTrainer(DefaultTrainer):
