@@ -29,23 +29,17 @@ import numpy as np
 import tqdm
 from detectron2.data import MetadataCatalog
 from detectron2.data.catalog import Metadata
-from detectron2.data.datasets.builtin_meta import CITYSCAPES_CATEGORIES
 from detectron2.data.detection_utils import read_image
 from detectron2.engine import DefaultPredictor
 from detectron2.utils.colormap import colormap
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
 from rein_d2 import load_config
+from rein_d2.data.datasets import CITYSCAPES_CLASSES, CITYSCAPES_COLORS
 from rein_d2.engine import load_model_weights
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 DEFAULT_OUTPUT = "demo_output"
-
-
-def _cityscapes_train_classes() -> Tuple[List[str], List[List[int]]]:
-    """The 19 Cityscapes train-id classes (train ids 0..18) and their standard colours."""
-    cats = sorted((c for c in CITYSCAPES_CATEGORIES if 0 <= c["trainId"] < 19), key=lambda c: c["trainId"])
-    return [c["name"] for c in cats], [list(c["color"]) for c in cats]
 
 
 def _palette(n: int) -> List[List[int]]:
@@ -68,7 +62,7 @@ def demo_metadata(dataset: Optional[str], num_classes: int) -> Metadata:
         stuff_classes, stuff_colors = source.get("stuff_classes", None), source.get("stuff_colors", None)
         thing_classes, thing_colors = source.get("thing_classes", None), source.get("thing_colors", None)
     else:  # no dataset, or one without class names: Cityscapes
-        stuff_classes, stuff_colors = _cityscapes_train_classes()
+        stuff_classes, stuff_colors = CITYSCAPES_CLASSES, CITYSCAPES_COLORS
         thing_classes, thing_colors = None, None
     names = _fit(stuff_classes, num_classes) or _fit(thing_classes, num_classes)
     if names is None:

@@ -140,7 +140,6 @@ def main(argv=None):
 
     cfg = build_cfg(args.config_file, args.opts)
     frames = load_frames(args.frames_dir)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     summary = train(cfg, frames, tuple(args.size), cfg.SOLVER.MAX_ITER, args.time_budget,
                     args.batch_size, args.eval_period, args.target)
     best = summary["best"]

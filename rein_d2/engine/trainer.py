@@ -8,7 +8,7 @@ import weakref
 from collections import OrderedDict
 
 import torch
-from detectron2.data import build_detection_train_loader
+from detectron2.data import DatasetCatalog, build_detection_train_loader
 from detectron2.data.samplers import TrainingSampler
 from detectron2.engine import AMPTrainer, DefaultTrainer
 
@@ -52,7 +52,6 @@ class ReinTrainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        from detectron2.data import DatasetCatalog
         dataset = [d for name in cfg.DATASETS.TRAIN for d in DatasetCatalog.get(name)]
         sampler = ResumableTrainingSampler(len(dataset), seed=cfg.SEED if cfg.SEED >= 0 else None)
         loader = build_detection_train_loader(cfg, dataset=dataset, mapper=build_train_mapper(cfg),

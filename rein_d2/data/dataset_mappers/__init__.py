@@ -1,21 +1,21 @@
 """Dataset mappers: dict from a detectron2 dataset -> model input."""
+from .instance import InstanceDatasetMapper
+from .panoptic import PanopticDatasetMapper
 from .semantic import SemanticDatasetMapper
 
-__all__ = ["SemanticDatasetMapper", "build_test_mapper", "build_train_mapper"]
+__all__ = ["InstanceDatasetMapper", "PanopticDatasetMapper", "SemanticDatasetMapper",
+           "build_test_mapper", "build_train_mapper"]
+
+# INPUT.DATASET_MAPPER_NAME -> mapper class
+MAPPERS = {"semantic": SemanticDatasetMapper, "instance": InstanceDatasetMapper,
+           "panoptic": PanopticDatasetMapper}
 
 
 def _mapper_class(cfg):
     name = cfg.INPUT.DATASET_MAPPER_NAME
-    if name == "semantic":
-        return SemanticDatasetMapper
-    # Imported here so that a missing or broken one leaves the others usable.
-    if name == "instance":
-        from .instance import InstanceDatasetMapper
-        return InstanceDatasetMapper
-    if name == "panoptic":
-        from .panoptic import PanopticDatasetMapper
-        return PanopticDatasetMapper
-    raise ValueError(f"unknown INPUT.DATASET_MAPPER_NAME {name!r}: semantic, instance or panoptic")
+    if name not in MAPPERS:
+        raise ValueError(f"unknown INPUT.DATASET_MAPPER_NAME {name!r}: {', '.join(MAPPERS)}")
+    return MAPPERS[name]
 
 
 def build_train_mapper(cfg):
