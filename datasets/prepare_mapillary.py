@@ -9,7 +9,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from rein_d2.data.datasets.builtin import DATASETS  # noqa: E402
-from rein_d2.data.datasets.common import check_count, convert_labels, find_files, require_dir  # noqa: E402
+from rein_d2.data.datasets.common import convert_folder  # noqa: E402
 from rein_d2.data.datasets.labels import mapillary_lut, mapillary_to_trainids, parse_prepare_args  # noqa: E402
 
 
@@ -22,15 +22,8 @@ def main(argv=None):
     fn = functools.partial(mapillary_to_trainids, lut=mapillary_lut(config))
     for split, folder in (("train", "training"), ("val", "validation")):
         spec = DATASETS[f"mapillary_{split}"]
-        src_dir = require_dir("mapillary", os.path.join(args.root, "mapillary", folder, "v1.2", "labels"),
-                              spec["layout"], spec["script"])
-        dst_dir = os.path.join(args.root, spec["label_dir"])
-        srcs = find_files(src_dir, ".png")
-        pairs = [(s, os.path.join(dst_dir, os.path.relpath(s, src_dir))) for s in srcs]
-        done, skipped = convert_labels(pairs, fn, args.workers, desc=f"mapillary {split}")
-        print(f"mapillary {split}: converted {done}, skipped {skipped} existing")
-        if not args.no_count_check:
-            check_count(f"mapillary_{split}", len(srcs), spec["size"])
+        convert_folder(f"mapillary_{split}", args.root, f"mapillary/{folder}/v1.2/labels",
+                       spec["label_dir"], fn, args.workers, spec, not args.no_count_check)
     return 0
 
 

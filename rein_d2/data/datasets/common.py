@@ -211,8 +211,9 @@ def convert_folder(dataset: str, root: str, src_rel: str, dst_rel: str, fn, work
     dst_dir = os.path.join(root, dst_rel)
     srcs = find_files(src_dir, ".png")
     pairs = [(s, os.path.join(dst_dir, os.path.relpath(s, src_dir))) for s in srcs]
-    done, skipped = convert_labels(pairs, fn, workers, desc=short)
-    print(f"{short}: converted {done}, skipped {skipped} existing")
+    desc = dataset.replace("_", " ")
+    done, skipped = convert_labels(pairs, fn, workers, desc=desc)
+    print(f"{desc}: converted {done}, skipped {skipped} existing")
     if count_check:
         check_count(dataset, len(srcs), spec["size"])
     return 0
