@@ -53,9 +53,12 @@ class ReinTrainer(DefaultTrainer):
     @classmethod
     def build_train_loader(cls, cfg):
         dataset = [d for name in cfg.DATASETS.TRAIN for d in DatasetCatalog.get(name)]
-        sampler = ResumableTrainingSampler(len(dataset), seed=cfg.SEED if cfg.SEED >= 0 else None)
+        seed = cfg.SEED if cfg.SEED >= 0 else None
+        sampler = ResumableTrainingSampler(len(dataset), seed=seed)
+        # A seeded generator of its own keeps the loader's start-up draw off the global torch
+        # RNG, which a resumed run restores from the checkpoint.
         loader = build_detection_train_loader(cfg, dataset=dataset, mapper=build_train_mapper(cfg),
-                                              sampler=sampler)
+                                              sampler=sampler, seed=seed)
         loader.rein_sampler = sampler  # for resume_or_load: the loader wraps it deeply
         return loader
 
@@ -99,9 +102,6 @@ class ReinTrainer(DefaultTrainer):
             sampler = getattr(self.data_loader, "rein_sampler", None)
             if isinstance(sampler, ResumableTrainingSampler):
                 sampler.skip = self.start_iter * self.cfg.SOLVER.IMS_PER_BATCH
-            # The uninterrupted run made its data-loader iterator (one random draw) before the
-            # saved state: make it now, then restore the random state.
-            self._trainer._data_loader_iter
             if "rng" in extra:
                 self.checkpointer.checkpointables["rng"].load_state_dict(extra["rng"])
 
