@@ -38,6 +38,14 @@ def add_rein_config(cfg: CN) -> CN:
     cfg.MODEL.VIT.FREEZE = True
     # Multi-scale neck: "resize" (bilinear x4/x2/x1/x0.5) or "deconv" (learned, CLIP variant).
     cfg.MODEL.VIT.NECK = "resize"
+    # LoRA baseline: rank of a trainable low-rank update of every block's qkv; 0 = off.
+    cfg.MODEL.VIT.LORA_RANK = 0
+    # LoRA scale numerator (an int): the update is scaled by LORA_ALPHA / LORA_RANK.
+    cfg.MODEL.VIT.LORA_ALPHA = 16
+    # VPT-deep baseline: learnable prompt tokens per block (DINOv2, CLIP, MAE); 0 = off.
+    cfg.MODEL.VIT.VPT_TOKENS = 0
+    # Recompute each block (and its Rein refinement) in the backward pass: less memory, slower.
+    cfg.MODEL.VIT.CHECKPOINT_BLOCKS = False
 
     cfg.MODEL.REIN = CN()
     # Refine the frozen VFM with Rein; False = plain frozen backbone.

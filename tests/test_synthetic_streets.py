@@ -151,6 +151,17 @@ def test_registration_is_lazy_and_idempotent(tmp_path):
             if name in DatasetCatalog.list():
                 DatasetCatalog.remove(name)
                 MetadataCatalog.remove(name)
+        register_synthetic_streets()  # the defaults rein_d2 registers at import
+
+
+def test_defaults_are_registered_at_import_under_the_datasets_root(tmp_path, monkeypatch):
+    import rein_d2  # noqa: F401
+    assert set(SPLITS) <= set(DatasetCatalog.list())
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
+    import rein_d2.data.synthetic_streets as ss
+    monkeypatch.setattr(ss, "generate", lambda root, split, n, *a: (root, split, n))
+    assert DatasetCatalog.get("synthstreets_target_val") == (str(tmp_path / "synthstreets"), "target_val", 50)
+    assert DatasetCatalog.get("synthstreets_source_train")[2] == 200
 
 
 def test_mosaic_and_colorize():

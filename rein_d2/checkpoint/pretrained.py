@@ -14,6 +14,7 @@ from typing import Dict, List
 import torch
 import torch.nn.functional as F
 
+from ..modeling.backbone.peft import lora_parameter_names
 from ..modeling.backbone.vit_rein import ReinViT, build_timm_vit
 
 __all__ = ["ConversionReport", "CheckpointMismatchError", "load_official_checkpoint",
@@ -166,7 +167,8 @@ def convert_official_checkpoint(state: Dict[str, torch.Tensor], backbone: ReinVi
     # reached the output (renaming keeps storages; reshaped views share them).
     used = {renamed[k].untyped_storage().data_ptr() for k in report.converted}
     report.dropped = [k for k in state if state[k].untyped_storage().data_ptr() not in used]
-    report.missing = [k for k in target if k not in out and _is_weight(k, backbone)]
+    weights = _checkpoint_weights(backbone)
+    report.missing = [k for k in target if k not in out and k in weights]
     if report.missing:
         raise CheckpointMismatchError(
             f"the checkpoint lacks {len(report.missing)} weights the backbone needs "
@@ -176,9 +178,11 @@ def convert_official_checkpoint(state: Dict[str, torch.Tensor], backbone: ReinVi
     return out, report
 
 
-def _is_weight(key: str, backbone: ReinViT) -> bool:
-    # Buffers computed at build time (EVA02's rotary tables) are not stored in checkpoints.
-    return key in dict(backbone.vit.named_parameters())
+def _checkpoint_weights(backbone: ReinViT) -> set:
+    """Keys of ``backbone.vit`` an official checkpoint provides. Buffers computed at build
+    time (EVA02's rotary tables) are not stored in checkpoints, nor are the LoRA factors a
+    baseline adds (they start from their own initialisation)."""
+    return {n for n, _ in backbone.vit.named_parameters()} - lora_parameter_names(backbone.vit)
 
 
 def _timm_filter(family: str):

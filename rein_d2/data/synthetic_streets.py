@@ -15,9 +15,8 @@ Two styles share the geometry rules and differ in appearance only:
   low-frequency illumination, texture noise, blur, lower contrast, vignette and a slightly
   lower camera (horizon a bit further down).
 
-    from rein_d2.data.synthetic_streets import register_synthetic_streets
-    register_synthetic_streets("datasets/synthstreets")    # lazy: generated on first access
-    DatasetCatalog.get("synthstreets_source_train")
+    import rein_d2                                       # registers the default sets (lazy)
+    DatasetCatalog.get("synthstreets_source_train")      # generated on first access
 """
 import os
 
@@ -25,7 +24,8 @@ import cv2
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from .datasets.common import CITYSCAPES_CLASSES, CITYSCAPES_COLORS, IGNORE_LABEL, write_png_atomic
+from .datasets.common import (CITYSCAPES_CLASSES, CITYSCAPES_COLORS, IGNORE_LABEL, datasets_root,
+                              write_png_atomic)
 
 __all__ = [
     "STYLES", "SPLITS", "render_scene", "generate", "register_synthetic_streets", "colorize",
@@ -707,16 +707,22 @@ def generate(root, split_name, n, style, height=256, width=512, seed=0):
     return out
 
 
-def register_synthetic_streets(root="datasets/synthstreets", n_train=200, n_val=50, size=(256, 512), seed=0):
-    """Register the synthstreets datasets (generated lazily on first DatasetCatalog.get).
+def register_synthetic_streets(root=None, n_train=200, n_val=50, size=(256, 512), seed=0):
+    """Register the synthstreets datasets (generated on first DatasetCatalog.get, then reused).
 
     ``synthstreets_source_train`` / ``synthstreets_source_val`` are in the source style,
-    ``synthstreets_target_val`` in the target style. ``size`` is (height, width).
-    Calling it again is a no-op for names already registered.
+    ``synthstreets_target_val`` in the target style. ``root`` defaults to
+    $DETECTRON2_DATASETS/synthstreets, read when the data is first asked for. ``size`` is
+    (height, width). Names already registered are left as they are. rein_d2 registers the
+    defaults at import, so configs can name these datasets with nothing to prepare.
     """
     height, width = int(size[0]), int(size[1])
     counts = {"synthstreets_source_train": n_train, "synthstreets_source_val": n_val,
               "synthstreets_target_val": n_val}
+
+    def split_root():
+        return root if root is not None else os.path.join(datasets_root(), "synthstreets")
+
     for name, (style, off) in SPLITS.items():
         if name in DatasetCatalog.list():
             continue
@@ -724,15 +730,15 @@ def register_synthetic_streets(root="datasets/synthstreets", n_train=200, n_val=
         DatasetCatalog.register(
             name,
             lambda split=split, n=counts[name], style=style, s=seed + off: generate(
-                root, split, n, style, height, width, s),
+                split_root(), split, n, style, height, width, s),
         )
         MetadataCatalog.get(name).set(
             stuff_classes=list(CITYSCAPES_CLASSES),
             stuff_colors=[list(c) for c in CITYSCAPES_COLORS],
             ignore_label=IGNORE_LABEL,
             evaluator_type="sem_seg",
-            image_root=os.path.join(root, split, "images"),
-            sem_seg_root=os.path.join(root, split, "labels"),
+            image_root=os.path.join(split_root(), split, "images"),
+            sem_seg_root=os.path.join(split_root(), split, "labels"),
             style=style,
         )
     return list(SPLITS)

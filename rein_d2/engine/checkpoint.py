@@ -3,13 +3,14 @@ hold only those (plus optimiser, scheduler, iteration and RNG state); the frozen
 MODEL.WEIGHTS at load time. Saves are atomic."""
 import os
 import random
-from typing import Dict, Iterable
+from typing import Dict, Iterable, Set
 
 import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
-__all__ = ["LightCheckpointer", "RNGState", "frozen_keys", "light_state_dict", "load_model_weights"]
+__all__ = ["LightCheckpointer", "RNGState", "frozen_keys", "light_state_dict", "load_model_weights",
+           "save_atomic"]
 
 FROZEN_PREFIX = "backbone.vit."
 
@@ -24,6 +25,15 @@ def light_state_dict(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
     """The model's state dict without the frozen VFM."""
     frozen = set(frozen_keys(model))
     return {k: v for k, v in model.state_dict().items() if k not in frozen}
+
+
+def save_atomic(data, path: str) -> None:
+    """torch.save through a temporary file and a rename: an interrupted save never replaces a
+    good file with a torn one."""
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        torch.save(data, f)
+    os.replace(tmp, path)
 
 
 class RNGState:
@@ -73,10 +83,7 @@ class LightCheckpointer(DetectionCheckpointer):
         data.update(kwargs)
         path = os.path.join(self.save_dir, f"{name}.pth")
         self.logger.info(f"Saving checkpoint to {path}")
-        tmp = path + ".tmp"
-        with self.path_manager.open(tmp, "wb") as f:
-            torch.save(data, f)
-        os.replace(tmp, path)  # an interrupted save never replaces a good file with a torn one
+        save_atomic(data, path)
         self.tag_last_checkpoint(os.path.basename(path))
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
@@ -87,6 +94,13 @@ class LightCheckpointer(DetectionCheckpointer):
 
     def _torch_load(self, f):
         return torch.load(f, map_location=torch.device("cpu"), weights_only=True)
+
+    def _load_model(self, checkpoint):
+        incompatible = super()._load_model(checkpoint)
+        # Record what came from a file, for callers that must not keep random weights.
+        missing = set(incompatible.missing_keys) | {k for k, *_ in incompatible.incorrect_shapes}
+        self.loaded_keys = getattr(self, "loaded_keys", set()) | (set(self.model.state_dict()) - missing)
+        return incompatible
 
     def _load_file(self, filename: str):
         data = super()._load_file(filename)
@@ -100,10 +114,12 @@ class LightCheckpointer(DetectionCheckpointer):
         super()._log_incompatible_keys(incompatible)
 
 
-def load_model_weights(cfg, model) -> None:
+def load_model_weights(cfg, model) -> Set[str]:
     """MODEL.WEIGHTS (a full checkpoint, or the converted VFM), then MODEL.TRAINED_WEIGHTS (a
-    light checkpoint of the trained part), refusing a light file as the only source."""
+    light checkpoint of the trained part), refusing a light file as the only source. Returns
+    the state-dict keys that were loaded from a file."""
     checkpointer = LightCheckpointer(model)
+    checkpointer.loaded_keys = set()
     if cfg.MODEL.WEIGHTS:
         checkpointer.load(cfg.MODEL.WEIGHTS, checkpointables=[])
         if checkpointer._loading_light and frozen_keys(model):
@@ -113,3 +129,4 @@ def load_model_weights(cfg, model) -> None:
                 "MODEL.TRAINED_WEIGHTS to this file")
     if cfg.MODEL.TRAINED_WEIGHTS:
         checkpointer.load(cfg.MODEL.TRAINED_WEIGHTS, checkpointables=[])
+    return checkpointer.loaded_keys

@@ -8,6 +8,8 @@ from detectron2.solver import LRMultiplier, WarmupParamScheduler
 from detectron2.solver.build import maybe_add_gradient_clipping
 from fvcore.common.param_scheduler import PolynomialDecayParamScheduler
 
+from ..modeling.backbone.peft import lora_parameter_names
+
 __all__ = ["param_groups", "build_optimizer", "build_lr_scheduler"]
 
 _NORM_TYPES = (torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.modules.batchnorm._BatchNorm)
@@ -18,15 +20,17 @@ def param_groups(model: torch.nn.Module, base_lr: float, weight_decay: float,
     """One group per trainable parameter (like mmengine's paramwise config): weight decay 0 for
     parameters of norm layers and those whose name contains one of ``no_decay_keys``; lr
     times ``backbone_multiplier`` for the VFM's own weights (``backbone.vit.*``, trainable only
-    in full fine-tuning)."""
+    in full fine-tuning). LoRA factors live inside the VFM but are new weights: full lr."""
     norm_params = {id(p) for m in model.modules() if isinstance(m, _NORM_TYPES)
                    for p in m.parameters(recurse=False)}
+    lora = lora_parameter_names(model)
     groups = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         no_decay = id(p) in norm_params or any(k in name for k in no_decay_keys)
-        lr = base_lr * (backbone_multiplier if name.startswith("backbone.vit.") else 1.0)
+        vfm_own = name.startswith("backbone.vit.") and name not in lora
+        lr = base_lr * (backbone_multiplier if vfm_own else 1.0)
         groups.append({"params": [p], "lr": lr, "weight_decay": 0.0 if no_decay else weight_decay,
                        "name": name})
     if not groups:

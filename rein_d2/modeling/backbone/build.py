@@ -31,6 +31,8 @@ def build_rein_vit(cfg, family: str) -> ReinViT:
         out_indices=v.OUT_INDICES or None, rein=rein_kwargs_from_cfg(cfg), freeze=v.FREEZE,
         neck=v.NECK, timm_overrides={k: n for k, n in (("embed_dim", v.EMBED_DIM),
                                      ("depth", v.DEPTH), ("num_heads", v.NUM_HEADS)) if n},
+        lora_rank=v.LORA_RANK, lora_alpha=v.LORA_ALPHA, vpt_tokens=v.VPT_TOKENS,
+        checkpoint_blocks=v.CHECKPOINT_BLOCKS,
     )
 
 

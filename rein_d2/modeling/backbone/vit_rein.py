@@ -2,7 +2,9 @@
 
 Each supported vision foundation model is a timm model definition (wrapped, not rewritten);
 this module runs its blocks one by one, applies Rein after the refined blocks and turns the
-patch tokens of four blocks into res2..res5 at strides 4, 8, 16 and 32.
+patch tokens of four blocks into res2..res5 at strides 4, 8, 16 and 32. The baselines Rein is
+compared with (LoRA on qkv, deep visual prompts) and activation checkpointing of the blocks
+are options of the same backbone.
 """
 import math
 from dataclasses import dataclass
@@ -11,10 +13,12 @@ from typing import Dict, List, Optional, Sequence
 import timm
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from detectron2.modeling import Backbone, ShapeSpec
 from torch import nn
 
 from ..rein import Rein
+from .peft import apply_lora
 
 __all__ = ["VFM_ARCHS", "VFMArch", "ReinViT", "build_timm_vit", "default_out_indices",
            "resize_pos_grid"]
@@ -100,6 +104,13 @@ class ReinViT(Backbone):
         neck: "resize" (bilinear x4, x2, x1, x0.5) or "deconv" (learned ConvTranspose /
             GroupNorm / MaxPool necks, as Rein's CLIP variant).
         timm_overrides: extra timm arguments (embed_dim, depth, num_heads) for custom sizes.
+        lora_rank: LoRA baseline: rank r of a trainable update of every block's qkv
+            projection (0 = off); see :func:`~.peft.apply_lora`.
+        lora_alpha: the LoRA update is scaled by lora_alpha / lora_rank.
+        vpt_tokens: VPT-deep baseline: learnable prompt tokens given to each block after the
+            prefix tokens and dropped after it (0 = off; DINOv2, CLIP and MAE only).
+        checkpoint_blocks: in training with gradients, recompute each block (with its prompts
+            and Rein refinement) in the backward pass instead of storing its activations.
     """
 
     def __init__(
@@ -113,6 +124,10 @@ class ReinViT(Backbone):
         freeze: bool = True,
         neck: str = "resize",
         timm_overrides: Optional[dict] = None,
+        lora_rank: int = 0,
+        lora_alpha: float = 16,
+        vpt_tokens: int = 0,
+        checkpoint_blocks: bool = False,
     ):
         super().__init__()
         self.arch = arch
@@ -157,10 +172,26 @@ class ReinViT(Backbone):
         elif neck != "resize":
             raise ValueError(f"neck must be 'resize' or 'deconv', got {neck!r}")
 
+        # Deep VPT inserts tokens between the prefix and the patch tokens; EVA02's rotary
+        # embedding and SAM's windows assume the patch tokens alone.
+        self.vpt_prompts = None
+        if vpt_tokens:
+            if self.family not in ("dinov2", "clip", "mae"):
+                raise ValueError(
+                    f"VPT (MODEL.VIT.VPT_TOKENS={vpt_tokens}) is supported for DINOv2/CLIP/MAE "
+                    f"only, not {self.family} ({arch.timm_name}): its blocks expect patch tokens "
+                    "only (rotary / windowed layout); set MODEL.VIT.VPT_TOKENS 0")
+            bound = math.sqrt(6.0 / (3 * patch_size**2 + self.embed_dim))  # as the VPT paper
+            self.vpt_prompts = nn.Parameter(torch.empty(depth, vpt_tokens, self.embed_dim))
+            nn.init.uniform_(self.vpt_prompts, -bound, bound)
+        self.checkpoint_blocks = checkpoint_blocks
+
         self.freeze = freeze
         if freeze:
             self.vit.requires_grad_(False)
             self.vit.eval()
+        if lora_rank:  # after freezing: the LoRA factors train
+            apply_lora(self.vit, rank=lora_rank, alpha=lora_alpha)
 
         self._out_features = ["res2", "res3", "res4", "res5"]
         self._out_feature_strides = dict(zip(self._out_features, (4, 8, 16, 32)))
@@ -214,6 +245,13 @@ class ReinViT(Backbone):
             for m, s in zip(maps, (4, 2, 1, 0.5))
         ]
 
+    def _run(self, step, *args):
+        """``step(*args)``, through activation checkpointing when that is on and a backward
+        pass will follow (the recomputation replays the same random state)."""
+        if self.checkpoint_blocks and self.training and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(step, *args, use_reentrant=False)
+        return step(*args)
+
     def _refine(self, x: torch.Tensor, block: int, num_prefix: int) -> torch.Tensor:
         if self.rein is None or block not in self._rein_layer:
             return x
@@ -255,12 +293,32 @@ class ReinViT(Backbone):
         x = self.vit.norm_pre(x)
         p = self.num_prefix_tokens
         maps = []
-        for i, blk in enumerate(self.vit.blocks):
-            x = blk(x) if rope is None else blk(x, rope=rope)
-            x = self._refine(x, i, p)
+        for i in range(len(self.vit.blocks)):
+            x = self._run(self._token_step, x, i, rope)
             if i in self.out_indices:
                 maps.append(x[:, p:].transpose(1, 2).reshape(x.shape[0], -1, gh, gw).contiguous())
         return maps
+
+    def _token_step(self, x: torch.Tensor, i: int, rope: Optional[torch.Tensor]) -> torch.Tensor:
+        """Block i with its VPT prompts (after the prefix tokens, dropped after the block), then
+        its Rein refinement, which thus sees the same token layout as without prompts."""
+        p = self.num_prefix_tokens
+        if self.vpt_prompts is not None:
+            prompts = self.vpt_prompts[i].expand(x.shape[0], -1, -1)
+            x = torch.cat([x[:, :p], prompts, x[:, p:]], dim=1)
+        blk = self.vit.blocks[i]
+        x = blk(x) if rope is None else blk(x, rope=rope)
+        if self.vpt_prompts is not None:
+            x = torch.cat([x[:, :p], x[:, p + self.vpt_prompts.shape[1]:]], dim=1)
+        return self._refine(x, i, p)
+
+    def _sam_step(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        """SAM block i on the [B, gh, gw, C] map, then Rein after the global blocks."""
+        x = self.vit.blocks[i](x)
+        if i in self._rein_layer:
+            b, gh, gw, c = x.shape
+            x = self._refine(x.reshape(b, gh * gw, c), i, 0).reshape(b, gh, gw, c)
+        return x
 
     def _forward_sam(self, x: torch.Tensor) -> List[torch.Tensor]:
         vit = self.vit
@@ -273,10 +331,8 @@ class ReinViT(Backbone):
             x = x + pos
         x = vit.norm_pre(x)
         maps = []
-        for i, blk in enumerate(vit.blocks):
-            x = blk(x)
-            if i in self._rein_layer:
-                x = self._refine(x.reshape(b, gh * gw, c), i, 0).reshape(b, gh, gw, c)
+        for i in range(len(vit.blocks)):
+            x = self._run(self._sam_step, x, i)
             if i in self.out_indices:
                 maps.append(x.permute(0, 3, 1, 2).contiguous())
         return maps

@@ -1,0 +1,87 @@
+"""Every config in configs/ loads, names registered datasets and builds the model it describes
+(on the meta device: shapes and parameter counts without the memory of a ViT-H). Rein's
+trainable parameter counts match those REIN_SPEC section 3 computes from the reference code."""
+import glob
+import os
+
+import pytest
+import torch
+from detectron2.data import DatasetCatalog
+from detectron2.modeling import META_ARCH_REGISTRY
+
+from rein_d2 import load_config
+from conftest import REPO
+
+CONFIGS = sorted(os.path.relpath(p, os.path.join(REPO, "configs"))
+                 for p in glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True))
+
+
+def build_on_meta(cfg):
+    with torch.device("meta"):
+        return META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)(cfg)
+
+
+def count(params):
+    return sum(p.numel() for p in params)
+
+
+def test_the_published_settings_are_all_there():
+    for name in ["rein_dinov2.yaml", "gtav/rein_dinov2_l.yaml", "gtav/rein_dinov2_b.yaml",
+                 "gtav/rein_dinov2_s.yaml", "gtav/rein_eva02_l.yaml", "gtav/rein_clip_l.yaml",
+                 "gtav/rein_sam_h.yaml", "gtav/rein_mae_l.yaml", "gtav_synthia/rein_dinov2_l.yaml",
+                 "cityscapes/rein_dinov2_l.yaml", "cityscapes_acdc/rein_dinov2_l_1024.yaml",
+                 "gtav/baselines/dinov2_l_frozen.yaml", "gtav/baselines/dinov2_l_full_finetune.yaml",
+                 "gtav/baselines/dinov2_l_lora.yaml", "gtav/baselines/dinov2_l_vpt.yaml",
+                 "quickstart/synthstreets_dinov2_s.yaml"]:
+        assert name in CONFIGS, name
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_builds(name):
+    cfg = load_config(os.path.join(REPO, "configs", name))
+    for dataset in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
+        assert dataset in DatasetCatalog.list(), (name, dataset)
+    model = build_on_meta(cfg)
+    shapes = model.backbone.output_shape()
+    assert [shapes[k].stride for k in ("res2", "res3", "res4", "res5")] == [4, 8, 16, 32]
+    assert model.num_classes == cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
+    vit = model.backbone.vit
+    trainable_vit = count(p for p in vit.parameters() if p.requires_grad)
+    if cfg.MODEL.VIT.FREEZE and not (cfg.MODEL.VIT.LORA_RANK or cfg.MODEL.VIT.VPT_TOKENS):
+        assert trainable_vit == 0, name  # the VFM itself never trains
+    if cfg.MODEL.REIN.ENABLED:
+        assert model.backbone.rein is not None
+
+
+# Trainable Rein parameters, REIN_SPEC section 3 (computed from the reference code).
+REIN_PARAMS = {
+    "gtav/rein_dinov2_l.yaml": (2_990_081, 0),
+    "gtav/rein_eva02_l.yaml": (2_990_081, 0),
+    "gtav/rein_clip_l.yaml": (2_990_081, 0),
+    "gtav/rein_dinov2_b.yaml": (1.74e6, 0.005e6),
+    "gtav/rein_dinov2_s.yaml": (0.68e6, 0.005e6),
+    "gtav/rein_sam_h.yaml": (3.89e6, 0.005e6),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REIN_PARAMS))
+def test_rein_parameter_counts_match_the_reference(name):
+    model = build_on_meta(load_config(os.path.join(REPO, "configs", name)))
+    expected, tol = REIN_PARAMS[name]
+    assert abs(count(model.backbone.rein.parameters()) - expected) <= tol, name
+
+
+def test_baselines_train_what_the_paper_compares():
+    def trainable_backbone(name):
+        model = build_on_meta(load_config(os.path.join(REPO, "configs", "gtav", "baselines", name)))
+        assert model.backbone.rein is None  # baselines replace Rein
+        return model, count(p for p in model.backbone.parameters() if p.requires_grad)
+
+    _, frozen = trainable_backbone("dinov2_l_frozen.yaml")
+    assert frozen == 0
+    full, n = trainable_backbone("dinov2_l_full_finetune.yaml")
+    assert n == count(full.backbone.vit.parameters()) > 300e6  # every DINOv2-L weight
+    _, lora = trainable_backbone("dinov2_l_lora.yaml")
+    assert lora == 24 * 16 * (1024 + 3 * 1024)  # rank 16 on the fused qkv of 24 blocks
+    _, vpt = trainable_backbone("dinov2_l_vpt.yaml")
+    assert vpt == 24 * 150 * 1024  # 150 prompts per block
