@@ -30,8 +30,15 @@ $(STAMP): setup.py tools/install_detectron2.sh
 test: setup
 	$(PY) -m pytest -q tests
 
+# The quick start: train and evaluate a small Rein model on generated street scenes (source
+# style -> real-camera style) on CPU, then draw its predictions on a few validation frames.
+QUICKSTART := configs/quickstart/synthstreets_dinov2_s.yaml
+SYNTH := $${DETECTRON2_DATASETS:-datasets}/synthstreets
 quickstart: setup
-	$(PY) tools/forward_check.py --config-file configs/rein_dinov2.yaml
+	$(PY) tools/train_net.py --config-file $(QUICKSTART)
+	$(PY) tools/demo.py --config-file $(QUICKSTART) --output output/quickstart/predictions \
+	  --input $(SYNTH)/source_val/images/00000.png $(SYNTH)/target_val/images/0000[0-2].png \
+	  MODEL.WEIGHTS output/quickstart/model_final.pth
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -44,8 +44,9 @@ def add_rein_config(cfg: CN) -> CN:
     cfg.MODEL.VIT.LORA_ALPHA = 16
     # VPT-deep baseline: learnable prompt tokens per block (DINOv2, CLIP, MAE); 0 = off.
     cfg.MODEL.VIT.VPT_TOKENS = 0
-    # Recompute each block (and its Rein refinement) in the backward pass: less memory, slower.
-    cfg.MODEL.VIT.CHECKPOINT_BLOCKS = False
+    # Blocks (the first N; -1 = all) recomputed with their Rein refinement in the backward
+    # pass instead of storing activations: less memory, more time; 0 = none.
+    cfg.MODEL.VIT.CHECKPOINT_BLOCKS = 0
 
     cfg.MODEL.REIN = CN()
     # Refine the frozen VFM with Rein; False = plain frozen backbone.

@@ -212,7 +212,7 @@ def checkpoint_calls(monkeypatch):
 def twin(*opts):
     """The same model (same weights) without and with CHECKPOINT_BLOCKS."""
     plain = mini_model(*opts)
-    ckpt = mini_model(*opts, "MODEL.VIT.CHECKPOINT_BLOCKS", True)
+    ckpt = mini_model(*opts, "MODEL.VIT.CHECKPOINT_BLOCKS", -1)
     ckpt.load_state_dict(plain.state_dict())
     return plain, ckpt
 
@@ -234,6 +234,16 @@ def test_checkpointed_blocks_give_the_same_loss_and_gradients(opts, checkpoint_c
     assert ckpt.backbone.rein.learnable_tokens_b.grad[0].abs().sum() > 0  # the first block's
 
 
+def test_only_the_first_n_blocks_are_checkpointed(checkpoint_calls):
+    plain = mini_model()
+    half = mini_model("MODEL.VIT.CHECKPOINT_BLOCKS", 2)
+    half.load_state_dict(plain.state_dict())
+    batch = [sample()]
+    loss = loss_and_backward(plain.train(), batch)
+    assert torch.allclose(loss_and_backward(half.train(), batch), loss, atol=1e-6)
+    assert len(checkpoint_calls) == 2 < DEPTH
+
+
 def test_checkpointing_is_skipped_without_a_backward_pass(checkpoint_calls):
     plain, ckpt = twin()
     image = {"image": torch.rand(3, 64, 96) * 255}
@@ -247,7 +257,7 @@ def test_checkpointing_is_skipped_without_a_backward_pass(checkpoint_calls):
 def test_checkpointed_sam_blocks_match(checkpoint_calls):
     rein = dict(token_length=4, lora_dim=4, link_token_to_query=False)
     plain = tiny_backbone("sam", rein=rein).train()
-    ckpt = tiny_backbone("sam", rein=rein, checkpoint_blocks=True).train()
+    ckpt = tiny_backbone("sam", rein=rein, checkpoint_blocks=-1).train()
     ckpt.load_state_dict(plain.state_dict())
     x = torch.randn(2, 3, 64, 64)
     for model in (plain, ckpt):

@@ -11,6 +11,8 @@
 Evaluation covers every DATASETS.TEST target at its evaluation size and reports the mean.
 """
 from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from rein_d2 import load_config
 from rein_d2.engine import ReinTrainer, load_model_weights
@@ -20,6 +22,7 @@ def setup(args):
     cfg = load_config(args.config_file, args.opts)
     cfg.freeze()
     default_setup(cfg, args)
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="rein_d2")
     return cfg
 
 

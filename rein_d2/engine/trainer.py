@@ -11,6 +11,7 @@ import torch
 from detectron2.data import DatasetCatalog, build_detection_train_loader
 from detectron2.data.samplers import TrainingSampler
 from detectron2.engine import AMPTrainer, DefaultTrainer
+from detectron2.evaluation import print_csv_format
 
 from ..data import build_train_mapper
 from ..evaluation import evaluate_domain_generalization
@@ -78,6 +79,7 @@ class ReinTrainer(DefaultTrainer):
         if summary.miou:
             results["mean"] = {"mIoU": summary.mean_miou}
             logger.info("Domain generalization:\n" + summary.table())
+            print_csv_format(results)
         return results
 
     def build_hooks(self):

@@ -109,8 +109,9 @@ class ReinViT(Backbone):
         lora_alpha: the LoRA update is scaled by lora_alpha / lora_rank.
         vpt_tokens: VPT-deep baseline: learnable prompt tokens given to each block after the
             prefix tokens and dropped after it (0 = off; DINOv2, CLIP and MAE only).
-        checkpoint_blocks: in training with gradients, recompute each block (with its prompts
-            and Rein refinement) in the backward pass instead of storing its activations.
+        checkpoint_blocks: in training with gradients, recompute this many blocks (the first
+            ones; -1 = all), each with its prompts and Rein refinement, in the backward pass
+            instead of storing their activations (0 = none).
     """
 
     def __init__(
@@ -127,7 +128,7 @@ class ReinViT(Backbone):
         lora_rank: int = 0,
         lora_alpha: float = 16,
         vpt_tokens: int = 0,
-        checkpoint_blocks: bool = False,
+        checkpoint_blocks: int = 0,
     ):
         super().__init__()
         self.arch = arch
@@ -184,7 +185,7 @@ class ReinViT(Backbone):
             bound = math.sqrt(6.0 / (3 * patch_size**2 + self.embed_dim))  # as the VPT paper
             self.vpt_prompts = nn.Parameter(torch.empty(depth, vpt_tokens, self.embed_dim))
             nn.init.uniform_(self.vpt_prompts, -bound, bound)
-        self.checkpoint_blocks = checkpoint_blocks
+        self.checkpoint_blocks = depth if checkpoint_blocks < 0 else min(checkpoint_blocks, depth)
 
         self.freeze = freeze
         if freeze:
@@ -245,10 +246,12 @@ class ReinViT(Backbone):
             for m, s in zip(maps, (4, 2, 1, 0.5))
         ]
 
-    def _run(self, step, *args):
-        """``step(*args)``, through activation checkpointing when that is on and a backward
-        pass will follow (the recomputation replays the same random state)."""
-        if self.checkpoint_blocks and self.training and torch.is_grad_enabled():
+    def _run(self, step, x: torch.Tensor, i: int, *args):
+        """``step(x, i, *args)`` for block i, through activation checkpointing when that is on
+        for the block and a backward pass will follow (the recomputation replays the same
+        random state)."""
+        args = (x, i) + args
+        if i < self.checkpoint_blocks and self.training and torch.is_grad_enabled():
             return torch.utils.checkpoint.checkpoint(step, *args, use_reentrant=False)
         return step(*args)
 

@@ -1,0 +1,308 @@
+#!/usr/bin/env python
+"""Speed, memory and storage of Rein against full fine-tuning, the frozen backbone, LoRA and
+VPT, measured side by side in one run on one machine, model and input.
+
+    python tools/benchmark.py                          # ViT-S and ViT-L, on CUDA if present
+    python tools/benchmark.py --sizes small --steps 5 --output docs/benchmarks
+
+Per backbone size and method: trainable / total parameters, the size on disk of the checkpoint
+training saves (light where the VFM is frozen, with AdamW state), training step time (median)
+and peak training memory (CUDA: max allocated; CPU: peak RSS growth over the process before
+the first step), all at the same batch and crop on random images. Per size, Rein's inference
+latency and throughput on a 1024x2048 image, whole-image and in 512x512 sliding windows (stride
+341, batched). Each measurement runs in a fresh process, so peaks do not leak between rows.
+Writes <output>/<device>.md (tables, ratios, the machine) and <output>/<device>.png.
+
+The models start from random weights (no pretrained file is needed): speed and memory do not
+depend on the values.
+"""
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = {"small": "configs/gtav/rein_dinov2_s.yaml", "large": "configs/gtav/rein_dinov2_l.yaml"}
+DEPTH = {"small": 12, "large": 24}
+# Method -> config overrides on the Rein config of the size (configs/gtav/baselines/ for ViT-L).
+METHODS = {
+    "Rein": [],
+    "Rein + checkpointing (all blocks)": ["MODEL.VIT.CHECKPOINT_BLOCKS", -1],
+    "Rein + checkpointing (half)": ["MODEL.VIT.CHECKPOINT_BLOCKS", "HALF"],
+    "full fine-tuning": ["MODEL.REIN.ENABLED", False, "MODEL.VIT.FREEZE", False],
+    "frozen backbone": ["MODEL.REIN.ENABLED", False],
+    "LoRA (r=16, qkv)": ["MODEL.REIN.ENABLED", False, "MODEL.VIT.LORA_RANK", 16],
+    "VPT (150 tokens)": ["MODEL.REIN.ENABLED", False, "MODEL.VIT.VPT_TOKENS", 150],
+}
+# Published anchors (REIN_SPEC sections 3 and 7, DINOv2-L, GTAV -> Citys / BDD / Map mIoU);
+# the paper's own timing and memory figures are not part of the spec.
+ANCHORS = {
+    "Rein": "2.99M trainable (Rein); 66.4 / 60.4 / 66.1",
+    "full fine-tuning": "all 304M trainable; 63.7 / 57.4 / 64.2",
+    "frozen backbone": "63.3 / 56.1 / 63.9",
+}
+
+
+def _cfg(size, method, device):
+    sys.path.insert(0, REPO)
+    from rein_d2 import load_config
+    opts = [DEPTH[size] // 2 if v == "HALF" else v for v in METHODS[method]]
+    return load_config(os.path.join(REPO, CONFIGS[size]), opts + ["MODEL.DEVICE", device, "MODEL.WEIGHTS", ""])
+
+
+def _rss(field):
+    """A VmRSS / VmHWM line of /proc/self/status, in bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _batch(n, crop, device):
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for _ in range(n):
+        seg = torch.randint(0, 19, (crop // 32, crop // 32), generator=g)
+        seg = seg.repeat_interleave(32, 0).repeat_interleave(32, 1)  # blocky classes
+        out.append({"image": torch.rand(3, crop, crop, generator=g) * 255, "sem_seg": seg,
+                    "height": crop, "width": crop})
+    return out
+
+
+def measure_training(size, method, batch, crop, steps, warmup, device):
+    from detectron2.modeling import build_model
+    from rein_d2.engine import LightCheckpointer, build_optimizer
+
+    torch.manual_seed(0)
+    cfg = _cfg(size, method, device)
+    model = build_model(cfg).train()
+    optimizer = build_optimizer(cfg, model)
+    data = _batch(batch, crop, device)
+    params = list(model.parameters())
+    row = {"trainable": sum(p.numel() for p in params if p.requires_grad),
+           "total": sum(p.numel() for p in params),
+           # timm's blocks call F.scaled_dot_product_attention when fused_attn is set
+           "sdpa": all(getattr(b.attn, "fused_attn", False) for b in model.backbone.vit.blocks)}
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset the peak-RSS mark (VmHWM) to the current RSS
+        base = _rss("VmRSS")
+    times = []
+    for i in range(warmup + steps):
+        _sync(device)
+        t = time.perf_counter()
+        losses = sum(model(data).values())
+        optimizer.zero_grad(set_to_none=True)
+        losses.backward()
+        optimizer.step()
+        _sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    row["step_s"] = statistics.median(times)
+    row["peak_mem"] = (torch.cuda.max_memory_allocated() if device == "cuda"
+                       else _rss("VmHWM") - base)
+    with tempfile.TemporaryDirectory() as d:
+        LightCheckpointer(model, d, light=cfg.SOLVER.LIGHT_CHECKPOINTS, optimizer=optimizer).save("ckpt")
+        row["ckpt_bytes"] = os.path.getsize(os.path.join(d, "ckpt.pth"))
+    return row
+
+
+def measure_inference(size, mode, runs, device, image_hw=(1024, 2048)):
+    from detectron2.modeling import build_model
+
+    torch.manual_seed(0)
+    cfg = _cfg(size, "Rein", device)
+    cfg.defrost()
+    cfg.MODEL.MASK2FORMER.TEST.MODE = mode
+    model = build_model(cfg).eval()
+    h, w = image_hw
+    inputs = [{"image": torch.rand(3, h, w) * 255, "height": h, "width": w}]
+    times = []
+    with torch.no_grad():
+        for i in range(runs + 1):  # the first run warms up
+            _sync(device)
+            t = time.perf_counter()
+            model(inputs)
+            _sync(device)
+            if i:
+                times.append(time.perf_counter() - t)
+    latency = statistics.median(times)
+    windows = len(model.slide_windows(h, w)) if mode == "slide" else 1
+    return {"latency_s": latency, "images_per_s": 1.0 / latency, "windows": windows}
+
+
+def _child(conn, fn, args):
+    try:
+        conn.send(("ok", fn(*args)))
+    except BaseException as e:  # reported in the table, the other rows still run
+        conn.send(("error", f"{type(e).__name__}: {e}"))
+    conn.close()
+
+
+def isolated(fn, *args):
+    """fn(*args) in a fresh process (spawned: clean memory peaks); its result or error text."""
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(child, fn, args))
+    proc.start()
+    child.close()
+    try:
+        status, value = parent.recv()
+    except EOFError:  # the worker died without a word
+        status, value = "error", None
+    proc.join()
+    if value is None:
+        value = f"worker died (exit code {proc.exitcode}; out of memory?)"
+
+    return value if status == "ok" else {"error": value}
+
+
+def machine(device):
+    if device == "cuda":
+        return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}), torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{cpu}, {len(os.sched_getaffinity(0))} cores, {mem:.0f} GiB RAM, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads)")
+
+
+def _mib(n):
+    return f"{n / 2**20:,.0f} MiB"
+
+
+def report(results, args, device, elapsed):
+    lines = [f"# rein_d2 benchmark: {device.upper()}", "",
+             f"Machine: {machine(device)}. Run: `python tools/benchmark.py {' '.join(sys.argv[1:])}` "
+             f"({elapsed / 60:.1f} min). Crop {args.crop}x{args.crop}, AdamW, random weights and "
+             f"images; step time is the median of {args.steps} steps after {args.warmup} warm-up.",
+             "Attention: F.scaled_dot_product_attention in every ViT block ("
+             + ("checked" if all(r.get("sdpa") for rows in results["train"].values() for r in rows.values()
+                                 if "error" not in r) else "NOT in every run") + "); sliding windows "
+             "run 8 at a time (MODEL.MASK2FORMER.TEST.CROP_BATCH_SIZE).",
+             "", "Memory: " + ("max allocated (weights included)." if device == "cuda" else
+                               "peak RSS growth from just before the first step (activations, "
+                               "gradients, optimiser state)."), ""]
+    for size, rows in results["train"].items():
+        batch = args.batch if size == "small" else args.large_batch
+        lines += [f"## DINOv2-{size[0].upper()}: training, batch {batch}", "",
+                  "| method | trainable | total | checkpoint | step time | vs full FT | peak memory | vs full FT | published (DINOv2-L) |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+        full = rows.get("full fine-tuning", {})
+        for method, r in rows.items():
+            if "error" in r:
+                lines.append(f"| {method} | failed: {r['error']} |||||||")
+                continue
+            rt = f"{r['step_s'] / full['step_s']:.2f}x" if "step_s" in full else "-"
+            rm = f"{r['peak_mem'] / full['peak_mem']:.2f}x" if "peak_mem" in full else "-"
+            lines.append(f"| {method} | {r['trainable'] / 1e6:.2f}M | {r['total'] / 1e6:.1f}M | "
+                         f"{_mib(r['ckpt_bytes'])} | {r['step_s']:.2f} s | {rt} | {_mib(r['peak_mem'])} | "
+                         f"{rm} | {ANCHORS.get(method, '')} |")
+        rein = rows.get("Rein", {})
+        for method, ck in rows.items():
+            if method.startswith("Rein + checkpointing") and "step_s" in ck and "step_s" in rein:
+                lines += ["", f"{method}: Rein's peak memory {100 * (1 - ck['peak_mem'] / rein['peak_mem']):.0f}% "
+                              f"lower for {100 * (ck['step_s'] / rein['step_s'] - 1):.0f}% more step time."]
+        lines.append("")
+    if results["infer"]:
+        lines += ["## Rein inference on one 1024x2048 image", "",
+                  "| backbone | mode | windows | latency | throughput |", "|---|---|---:|---:|---:|"]
+        for (size, mode), r in results["infer"].items():
+            if "error" in r:
+                lines.append(f"| DINOv2-{size[0].upper()} | {mode} | failed: {r['error']} ||")
+            else:
+                lines.append(f"| DINOv2-{size[0].upper()} | {mode} | {r['windows']} | "
+                             f"{r['latency_s']:.2f} s | {r['images_per_s']:.2f} img/s |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(results, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = list(results["train"])
+    fig, axes = plt.subplots(len(sizes), 2, figsize=(11, 3.2 * len(sizes)), squeeze=False)
+    for row, size in zip(axes, sizes):
+        ok = {m: r for m, r in results["train"][size].items() if "error" not in r}
+        names = list(ok)
+        for ax, key, label, scale in ((row[0], "step_s", "step time (s)", 1),
+                                      (row[1], "peak_mem", "peak memory (GiB)", 2**30)):
+            bars = ax.barh(names, [ok[m][key] / scale for m in names], color="#4c72b0")
+            ax.bar_label(bars, fmt="%.2f")
+            ax.invert_yaxis()
+            ax.set_xlabel(label)
+            ax.set_title(f"DINOv2-{size[0].upper()} training")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", nargs="+", default=["small", "large"], choices=sorted(CONFIGS))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch", type=int, default=4, help="training batch (ViT-S)")
+    parser.add_argument("--large-batch", type=int, default=None,
+                        help="training batch for ViT-L (default: --batch on CUDA, 1 on CPU)")
+    parser.add_argument("--crop", type=int, default=512)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--inference-runs", type=int, default=2)
+    parser.add_argument("--no-inference", action="store_true")
+    parser.add_argument("--output", default=os.path.join(REPO, "docs", "benchmarks"))
+    args = parser.parse_args(argv)
+    if args.large_batch is None:
+        args.large_batch = args.batch if args.device == "cuda" else 1
+
+    start = time.time()
+    results = {"train": {}, "infer": {}}
+    for size in args.sizes:
+        batch = args.batch if size == "small" else args.large_batch
+        results["train"][size] = {}
+        for method in args.methods:
+            r = isolated(measure_training, size, method, batch, args.crop, args.steps, args.warmup, args.device)
+            results["train"][size][method] = r
+            print(f"[{time.time() - start:6.0f} s] {size} / {method}: {r}", flush=True)
+        if not args.no_inference:
+            for mode in ("whole", "slide"):
+                r = isolated(measure_inference, size, mode, args.inference_runs, args.device)
+                results["infer"][(size, mode)] = r
+                print(f"[{time.time() - start:6.0f} s] {size} / inference {mode}: {r}", flush=True)
+
+    os.makedirs(args.output, exist_ok=True)
+    stem = os.path.join(args.output, args.device)
+    text = report(results, args, args.device, time.time() - start)
+    with open(stem + ".md", "w") as f:
+        f.write(text)
+    with open(stem + ".json", "w") as f:
+        json.dump({"train": results["train"],
+                   "infer": {f"{s}/{m}": r for (s, m), r in results["infer"].items()}}, f, indent=2)
+    plot(results, stem + ".png")
+    print(text)
+    print(f"wrote {stem}.md, .json, .png")
+
+
+if __name__ == "__main__":
+    main()
