@@ -44,8 +44,8 @@ METHODS = {
 # Published anchors (REIN_SPEC sections 3 and 7, DINOv2-L, GTAV -> Citys / BDD / Map mIoU);
 # the paper's own timing and memory figures are not part of the spec.
 ANCHORS = {
-    "Rein": "2.99M trainable (Rein); 66.4 / 60.4 / 66.1",
-    "full fine-tuning": "all 304M trainable; 63.7 / 57.4 / 64.2",
+    "Rein": "Rein itself 2.99M; 66.4 / 60.4 / 66.1",
+    "full fine-tuning": "all 304M VFM weights train; 63.7 / 57.4 / 64.2",
     "frozen backbone": "63.3 / 56.1 / 63.9",
 }
 
@@ -142,7 +142,7 @@ def measure_inference(size, mode, runs, device, image_hw=(1024, 2048)):
             if i:
                 times.append(time.perf_counter() - t)
     latency = statistics.median(times)
-    windows = len(model.slide_windows(h, w)) if mode == "slide" else 1
+    windows = len(model.slide_windows(h, w)[0]) if mode == "slide" else 1
     return {"latency_s": latency, "images_per_s": 1.0 / latency, "windows": windows}
 
 
@@ -205,7 +205,7 @@ def report(results, args, device, elapsed):
     for size, rows in results["train"].items():
         batch = args.batch if size == "small" else args.large_batch
         lines += [f"## DINOv2-{size[0].upper()}: training, batch {batch}", "",
-                  "| method | trainable | total | checkpoint | step time | vs full FT | peak memory | vs full FT | published (DINOv2-L) |",
+                  "| method | trainable | total | checkpoint | step time | vs full FT | peak memory | vs full FT | published, DINOv2-L (params; mIoU C / B / M) |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
         full = rows.get("full fine-tuning", {})
         for method, r in rows.items():

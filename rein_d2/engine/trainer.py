@@ -101,6 +101,9 @@ class ReinTrainer(DefaultTrainer):
             names = [k for k in self.checkpointer.checkpointables if k != "rng"]
             extra = self.checkpointer.load(self.checkpointer.get_checkpoint_file(), names)
             self.start_iter = self.iter + 1
+            if self.cfg.SEED < 0:
+                logger.warning("SEED is %d: the resumed run draws a new random data order and "
+                               "augmentations; set SEED >= 0 for an exact resume", self.cfg.SEED)
             sampler = getattr(self.data_loader, "rein_sampler", None)
             if isinstance(sampler, ResumableTrainingSampler):
                 sampler.skip = self.start_iter * self.cfg.SOLVER.IMS_PER_BATCH
