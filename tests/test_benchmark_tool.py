@@ -17,7 +17,8 @@ def test_benchmark_writes_a_side_by_side_report(tmp_path):
     rows = json.loads((tmp_path / "cpu.json").read_text())["train"]["small"]
     rein, full = rows["Rein"], rows["full fine-tuning"]
     assert "error" not in rein and "error" not in full, rows
-    assert rein["sdpa"] and rein["trainable"] < 0.2 * full["trainable"] == 0.2 * full["total"]
+    assert rein["sdpa"] and full["trainable"] == full["total"]
+    assert rein["trainable"] < 0.6 * full["trainable"]  # the VFM is frozen (the head trains)
     assert rein["ckpt_bytes"] < full["ckpt_bytes"] and rein["step_s"] > 0 and rein["peak_mem"] > 0
     table = (tmp_path / "cpu.md").read_text()
     assert "| Rein |" in table and "| full fine-tuning |" in table and "1.00x" in table
