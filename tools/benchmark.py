@@ -51,7 +51,6 @@ ANCHORS = {
 
 
 def _cfg(size, method, device):
-    sys.path.insert(0, REPO)
     from rein_d2 import load_config
     opts = [DEPTH[size] // 2 if v == "HALF" else v for v in METHODS[method]]
     return load_config(os.path.join(REPO, CONFIGS[size]), opts + ["MODEL.DEVICE", device, "MODEL.WEIGHTS", ""])
@@ -71,7 +70,7 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def _batch(n, crop, device):
+def _batch(n, crop):
     g = torch.Generator().manual_seed(0)
     out = []
     for _ in range(n):
@@ -90,7 +89,7 @@ def measure_training(size, method, batch, crop, steps, warmup, device):
     cfg = _cfg(size, method, device)
     model = build_model(cfg).train()
     optimizer = build_optimizer(cfg, model)
-    data = _batch(batch, crop, device)
+    data = _batch(batch, crop)
     params = list(model.parameters())
     row = {"trainable": sum(p.numel() for p in params if p.requires_grad),
            "total": sum(p.numel() for p in params),

@@ -72,6 +72,7 @@ class LightCheckpointer(DetectionCheckpointer):
     def __init__(self, model, save_dir="", *, light: bool = True, **checkpointables):
         super().__init__(model, save_dir, **checkpointables)
         self.light = light
+        self.loaded_keys = set()  # state-dict keys loaded from a file so far
 
     def save(self, name: str, **kwargs) -> None:
         if not self.save_dir or not self.save_to_disk:
@@ -99,7 +100,7 @@ class LightCheckpointer(DetectionCheckpointer):
         incompatible = super()._load_model(checkpoint)
         # Record what came from a file, for callers that must not keep random weights.
         missing = set(incompatible.missing_keys) | {k for k, *_ in incompatible.incorrect_shapes}
-        self.loaded_keys = getattr(self, "loaded_keys", set()) | (set(self.model.state_dict()) - missing)
+        self.loaded_keys |= set(self.model.state_dict()) - missing
         return incompatible
 
     def _load_file(self, filename: str):
@@ -119,7 +120,6 @@ def load_model_weights(cfg, model) -> Set[str]:
     light checkpoint of the trained part), refusing a light file as the only source. Returns
     the state-dict keys that were loaded from a file."""
     checkpointer = LightCheckpointer(model)
-    checkpointer.loaded_keys = set()
     if cfg.MODEL.WEIGHTS:
         checkpointer.load(cfg.MODEL.WEIGHTS, checkpointables=[])
         if checkpointer._loading_light and frozen_keys(model):
