@@ -1,20 +1,53 @@
 """rein_d2's config keys, added to a detectron2 config by :func:`add_rein_config`."""
+import functools
+import os
+
 import torch
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
-__all__ = ["add_rein_config", "load_config"]
+from .utils.cli import UserError
+
+__all__ = ["add_rein_config", "check_config", "load_config"]
 
 
 def load_config(config_file: str, opts=()) -> CN:
     """detectron2's defaults plus rein_d2's keys, then ``config_file`` and ``opts`` (KEY, VALUE,
     ...). Without CUDA, MODEL.DEVICE defaults to "cpu" (an explicit MODEL.DEVICE in opts wins)."""
+    opts = list(opts)
+    flags = [o for o in opts if isinstance(o, str) and o.startswith("--")]
+    if flags:
+        raise UserError(f"{flags[0]} stands among the KEY VALUE config overrides: put the tool's "
+                        "flags before the overrides (e.g. --resume SOLVER.MAX_ITER 100)")
+    if len(opts) % 2:
+        raise UserError(f"config overrides come in KEY VALUE pairs; got {len(opts)} items: "
+                        f"{' '.join(map(str, opts))}")
     cfg = add_rein_config(get_cfg())
+    if not os.path.isfile(config_file):
+        raise UserError(f"--config-file {config_file}: no such file (the configs are under configs/)")
     cfg.merge_from_file(config_file)
     if not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
-    cfg.merge_from_list(list(opts))
+    try:
+        cfg.merge_from_list(opts)
+    except (KeyError, ValueError, AssertionError) as e:
+        raise UserError(f"config override: {e}") from None
+    check_config(cfg)
     return cfg
+
+
+# Keys with a fixed set of values: a typo is named at load time, not deep inside a run.
+_CHOICES = {"SOLVER.AMP.PRECISION": ("float16", "bfloat16"),
+            "MODEL.VIT.NECK": ("resize", "deconv"),
+            "MODEL.MASK2FORMER.TEST.MODE": ("whole", "slide")}
+
+
+def check_config(cfg: CN) -> None:
+    """Refuse values outside the choices rein_d2 knows, naming the key and the choices."""
+    for key, choices in _CHOICES.items():
+        value = functools.reduce(getattr, key.split("."), cfg)
+        if value not in choices:
+            raise UserError(f"{key} is {value!r}; expected one of {', '.join(choices)}")
 
 
 def add_rein_config(cfg: CN) -> CN:
@@ -134,4 +167,13 @@ def add_rein_config(cfg: CN) -> CN:
     cfg.SOLVER.LIGHT_CHECKPOINTS = True
     # A light checkpoint of trained weights, loaded on top of MODEL.WEIGHTS (eval, demo).
     cfg.MODEL.TRAINED_WEIGHTS = ""
+    # Run on random weights where no file gives them (tests, the offline quick start); False:
+    # every VFM weight, and for inference every weight, must come from a file.
+    cfg.MODEL.ALLOW_RANDOM_WEIGHTS = False
+    # Keep only the newest N periodic checkpoints (0 = keep all; model_final is always kept).
+    cfg.SOLVER.MAX_CHECKPOINTS = 0
+    # Stop when the loss exceeds this many times the median of the last LOSS_SPIKE_WINDOW
+    # iterations (0 = off), before a checkpoint can store the diverged weights.
+    cfg.SOLVER.LOSS_SPIKE_FACTOR = 10.0
+    cfg.SOLVER.LOSS_SPIKE_WINDOW = 50
     return cfg

@@ -131,4 +131,4 @@ def test_missing_or_unreadable_input(setup, capsys, tmp_path):
     corrupt = tmp_path / "corrupt.pth"
     corrupt.write_bytes(b"not a checkpoint")
     assert CONVERT.main(["--config-file", yaml, "--input", str(corrupt), "--output", str(tmp_path / "o.pth")]) == 1
-    assert "cannot be read as a PyTorch checkpoint" in capsys.readouterr().err
+    assert "corrupt.pth: a file of unknown kind (it starts with b'not a ch'), not a checkpoint" in capsys.readouterr().err

@@ -16,6 +16,7 @@ MINI = [
     "MODEL.MASK2FORMER.ENC_DIM_FEEDFORWARD", 64, "MODEL.MASK2FORMER.TRAIN_NUM_POINTS", 256,
     "MODEL.SEM_SEG_HEAD.NUM_CLASSES", 3, "MODEL.DEVICE", "cpu",
     "MODEL.MASK2FORMER.TEST.MODE", "whole",  # the configs' sliding windows are for 512 crops
+    "MODEL.ALLOW_RANDOM_WEIGHTS", True,  # no pretrained VFM offline
 ]
 
 

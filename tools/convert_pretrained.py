@@ -18,10 +18,12 @@ import torch
 from detectron2.modeling import build_backbone
 
 from rein_d2 import load_config
-from rein_d2.checkpoint import (CheckpointMismatchError, convert_official_checkpoint,
-                                load_official_checkpoint)
+from rein_d2.checkpoint import convert_official_checkpoint, load_official_checkpoint
+from rein_d2.engine import save_atomic
+from rein_d2.utils.cli import UserError, exit_on_user_error, refuse_overwrite
 
 
+@exit_on_user_error
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config-file", required=True, help="config of the target backbone")
@@ -34,13 +36,15 @@ def main(argv=None) -> int:
     if not os.path.isfile(args.input):
         print(f"error: no such checkpoint file: {args.input}", file=sys.stderr)
         return 2
+    refuse_overwrite(args.output, [args.input])
     with torch.device("meta"):  # only shapes are needed: no memory for a weightless ViT-G
         backbone = build_backbone(cfg)
     try:
         state = load_official_checkpoint(args.input)
         converted, report = convert_official_checkpoint(state, backbone)
-    except CheckpointMismatchError as e:
-        print(f"error: {args.input}: {e}", file=sys.stderr)
+    except UserError as e:
+        message = str(e) if args.input in str(e) else f"{args.input}: {e}"
+        print(f"error: {message}", file=sys.stderr)
         return 1
     print(report.summary())
     out = {
@@ -49,9 +53,7 @@ def main(argv=None) -> int:
         "matching_heuristics": False,
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    tmp = args.output + ".tmp"
-    torch.save(out, tmp)
-    os.replace(tmp, args.output)  # never leave a half-written file under the final name
+    save_atomic(out, args.output)  # never a half-written file under the final name
     print(f"wrote {len(converted)} tensors for {backbone.arch.timm_name} "
           f"(patch {backbone.patch_size}, image {backbone.img_size}) to {args.output}")
     return 0

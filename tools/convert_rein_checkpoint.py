@@ -20,8 +20,11 @@ from detectron2.modeling import META_ARCH_REGISTRY
 
 from rein_d2 import load_config
 from rein_d2.checkpoint import (CheckpointMismatchError, convert_official_checkpoint,
-                                convert_release_checkpoint, load_official_checkpoint,
+                                convert_release_checkpoint,
+                                load_official_checkpoint, read_checkpoint,
                                 unwrap_release_checkpoint)
+from rein_d2.engine import save_atomic
+from rein_d2.utils.cli import UserError, exit_on_user_error, refuse_overwrite
 
 
 def _pretrained_vfm(path, backbone):
@@ -34,6 +37,7 @@ def _pretrained_vfm(path, backbone):
     return {f"backbone.vit.{k}": v for k, v in converted.items()}
 
 
+@exit_on_user_error
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config-file", required=True, help="config of the target model")
@@ -48,15 +52,12 @@ def main(argv=None) -> int:
         if not os.path.isfile(path):
             print(f"error: no such checkpoint file: {path}", file=sys.stderr)
             return 2
+    refuse_overwrite(args.output, [args.input, args.pretrained])
     with torch.device("meta"):  # shapes only: converting for a ViT-G costs no model memory
         # (not build_model: it moves the model to MODEL.DEVICE, which meta tensors cannot do)
         model = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)(cfg)
     try:
-        try:
-            ckpt = torch.load(args.input, map_location="cpu", weights_only=True)
-        except Exception as e:  # a truncated or foreign file: say which and why
-            raise CheckpointMismatchError(f"{args.input} cannot be read as a PyTorch checkpoint "
-                                          f"({type(e).__name__}: {e})") from e
+        ckpt = read_checkpoint(args.input)
         state, extra = unwrap_release_checkpoint(ckpt)
         weights, report = convert_release_checkpoint(state, model, extra)
         if args.pretrained:
@@ -67,16 +68,14 @@ def main(argv=None) -> int:
                     f"{args.input} already holds the VFM; drop --pretrained ({both[0]}, ...)")
             weights.update(vfm)
             report.frozen_missing = [k for k in report.frozen_missing if k not in vfm]
-    except CheckpointMismatchError as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(report.summary())
     out = {"model": {k: v.contiguous() for k, v in weights.items()},
            "__author__": "rein_d2.convert_rein_checkpoint", "matching_heuristics": False}
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    tmp = args.output + ".tmp"
-    torch.save(out, tmp)
-    os.replace(tmp, args.output)  # never leave a half-written file under the final name
+    save_atomic(out, args.output)  # never a half-written file under the final name
     print(f"wrote {len(weights)} tensors to {args.output}")
     return 0
 

@@ -19,8 +19,10 @@ from detectron2.utils.logger import setup_logger
 from rein_d2 import load_config
 from rein_d2.engine import load_model_weights
 from rein_d2.evaluation import evaluate_domain_generalization
+from rein_d2.utils.cli import exit_on_user_error
 
 
+@exit_on_user_error
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config-file", required=True)
@@ -32,7 +34,7 @@ def main(argv=None) -> int:
     cfg = load_config(args.config_file, args.opts)
     setup_logger(name="rein_d2")
     model = build_model(cfg).eval()
-    load_model_weights(cfg, model)  # MODEL.WEIGHTS, then MODEL.TRAINED_WEIGHTS
+    load_model_weights(cfg, model)  # MODEL.WEIGHTS, then MODEL.TRAINED_WEIGHTS; all or refused
     names = args.datasets or list(cfg.DATASETS.TEST)
     with torch.no_grad():
         summary = evaluate_domain_generalization(cfg, model, names, args.output_dir)

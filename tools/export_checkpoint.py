@@ -24,8 +24,10 @@ from detectron2.modeling import build_model
 
 from rein_d2 import load_config
 from rein_d2.engine import frozen_keys, light_state_dict, load_model_weights, save_atomic
+from rein_d2.utils.cli import UserError, exit_on_user_error, refuse_overwrite
 
 
+@exit_on_user_error
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config-file", required=True, help="config the checkpoint was trained with")
@@ -39,10 +41,13 @@ def main(argv=None) -> int:
     if not (cfg.MODEL.WEIGHTS or cfg.MODEL.TRAINED_WEIGHTS):
         parser.error("give the weights to export: MODEL.WEIGHTS (VFM or full file) and, for a "
                      "light training checkpoint, MODEL.TRAINED_WEIGHTS")
+    refuse_overwrite(args.output, (cfg.MODEL.WEIGHTS, cfg.MODEL.TRAINED_WEIGHTS))
+    if args.light:  # the VFM is not exported: only the trained part must come from a file
+        cfg.MODEL.ALLOW_RANDOM_WEIGHTS = True
     model = build_model(cfg)
     try:
         loaded = load_model_weights(cfg, model)
-    except (ValueError, OSError, RuntimeError) as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     state = light_state_dict(model) if args.light else model.state_dict()

@@ -7,6 +7,7 @@ Prints the trainable / frozen parameter counts, the backbone's feature shapes, t
 queries and the time taken: a quick check that a config and its weights fit together.
 """
 import argparse
+import sys
 import time
 
 import torch
@@ -14,8 +15,10 @@ from detectron2.modeling import build_model
 
 from rein_d2 import load_config
 from rein_d2.engine import load_model_weights
+from rein_d2.utils.cli import exit_on_user_error
 
 
+@exit_on_user_error
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config-file", required=True)
@@ -27,7 +30,7 @@ def main(argv=None):
     cfg = load_config(args.config_file, args.opts)
     torch.manual_seed(0)
     model = build_model(cfg)
-    load_model_weights(cfg, model)  # MODEL.WEIGHTS, then MODEL.TRAINED_WEIGHTS
+    load_model_weights(cfg, model, inference=False)  # the VFM must come from a file
     backbone = model.backbone
     n_train = sum(p.numel() for p in backbone.parameters() if p.requires_grad)
     n_frozen = sum(p.numel() for p in backbone.parameters() if not p.requires_grad)
@@ -56,4 +59,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -6,16 +6,27 @@
     python tools/train_net.py --config-file ... --resume            # continue in OUTPUT_DIR
     python tools/train_net.py --config-file ... --eval-only \
         MODEL.WEIGHTS weights/dinov2_vitl16_512.pth MODEL.TRAINED_WEIGHTS output/model_final.pth
+    python tools/train_net.py --config-file ... --eval-only --resume  # OUTPUT_DIR's last checkpoint
     python tools/train_net.py --config-file ... --num-gpus 8        # DDP through detectron2's launch
 
 Evaluation covers every DATASETS.TEST target at its evaluation size and reports the mean.
+Flags (--resume, --eval-only, --num-gpus) go before the KEY VALUE overrides. Wrong weights, a
+config that does not fit the checkpoint, a diverging run and a failed save each stop the run
+with one line saying what to do, and exit status 2.
 """
+import logging
+import sys
+
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
+from torch.multiprocessing import ProcessExitedException
 
 from rein_d2 import load_config
-from rein_d2.engine import ReinTrainer, load_model_weights
+from rein_d2.engine import LightCheckpointer, ReinTrainer, TrainingDiverged, load_model_weights
+from rein_d2.utils.cli import UserError
+
+logger = logging.getLogger("rein_d2")
 
 
 def setup(args):
@@ -26,18 +37,36 @@ def setup(args):
     return cfg
 
 
+def evaluate(cfg, resume: bool):
+    """As detectron2's --eval-only: with --resume, OUTPUT_DIR's last checkpoint (on top of the
+    VFM from MODEL.WEIGHTS) when there is one; a model left partly random is refused."""
+    model = ReinTrainer.build_model(cfg)
+    checkpointer = LightCheckpointer(model, cfg.OUTPUT_DIR)
+    last = checkpointer.get_checkpoint_file() if resume and checkpointer.has_checkpoint() else ""
+    if resume and not last:
+        logger.warning("--resume: no last_checkpoint in %s; evaluating MODEL.WEIGHTS / "
+                       "MODEL.TRAINED_WEIGHTS", cfg.OUTPUT_DIR)
+    load_model_weights(cfg, model, resume_file=last)
+    return ReinTrainer.test(cfg, model)
+
+
 def main(args):
-    cfg = setup(args)
-    if args.eval_only:
-        model = ReinTrainer.build_model(cfg)
-        load_model_weights(cfg, model)
-        return ReinTrainer.test(cfg, model)
-    trainer = ReinTrainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
+    try:
+        cfg = setup(args)
+        if args.eval_only:
+            return evaluate(cfg, args.resume)
+        trainer = ReinTrainer(cfg)
+        trainer.resume_or_load(resume=args.resume)
+        return trainer.train()
+    except (UserError, TrainingDiverged) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
     args = default_argument_parser().parse_args()
-    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,))
+    try:
+        launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+               dist_url=args.dist_url, args=(args,))
+    except ProcessExitedException as e:  # a worker process stopped; it printed why
+        sys.exit(e.exit_code or 1)

@@ -7,7 +7,6 @@ backbone's patch size and grid, exactly as the reference converts them offline.
 """
 import io
 import math
-import zipfile
 from dataclasses import dataclass, field
 from typing import Dict, List
 
@@ -15,6 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from ..modeling.backbone.peft import lora_parameter_names
+from ..utils.cli import UserError
+from .io import is_torchscript, read_checkpoint, require_checkpoint_file
 from ..modeling.backbone.vit_rein import ReinViT, build_timm_vit
 
 __all__ = ["ConversionReport", "CheckpointMismatchError", "load_official_checkpoint",
@@ -24,7 +25,7 @@ _FAMILY_NAMES = {"dinov2": "DINOv2", "eva02": "EVA02", "clip": "OpenAI CLIP", "s
                  "mae": "MAE"}
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(UserError):
     """The checkpoint does not hold the architecture the backbone was configured for."""
 
 
@@ -56,21 +57,13 @@ def load_official_checkpoint(path: str) -> Dict[str, torch.Tensor]:
     (EVA02, MAE) and TorchScript archives (OpenAI CLIP). Pickles are read with
     weights_only=True; a TorchScript archive is read by torch.jit.load, which runs no pickle code.
     """
+    require_checkpoint_file(path)
     with open(path, "rb") as f:
         data = f.read()
-    if zipfile.is_zipfile(io.BytesIO(data)):
-        with zipfile.ZipFile(io.BytesIO(data)) as z:
-            is_torchscript = any(n.endswith("code/__torch__.py") or "/code/" in n
-                                 for n in z.namelist())
-        if is_torchscript:
-            return {k: v.float() for k, v in torch.jit.load(io.BytesIO(data), map_location="cpu")
-                    .state_dict().items()}
-    try:
-        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointMismatchError(
-            f"{path}: cannot be read as a PyTorch checkpoint ({type(e).__name__}: {e}); expected "
-            "an official DINOv2/EVA02/SAM/MAE .pth or an OpenAI CLIP TorchScript .pt") from e
+    if is_torchscript(data):  # torch.jit.load runs TorchScript, not pickle code
+        return {k: v.float() for k, v in torch.jit.load(io.BytesIO(data), map_location="cpu")
+                .state_dict().items()}
+    obj = read_checkpoint(path, data)
     for wrapper in ("model_ema", "model", "module", "state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]

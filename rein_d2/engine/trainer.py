@@ -1,6 +1,7 @@
 """ReinTrainer: detectron2's DefaultTrainer with the reference's recipe (REIN_SPEC section 5):
 AdamW param groups, poly schedule, fp16/bf16 AMP, gradient clipping, light atomic checkpoints
 that resume exactly, and evaluation on every target domain."""
+import glob
 import itertools
 import logging
 import os
@@ -10,12 +11,13 @@ from collections import OrderedDict
 import torch
 from detectron2.data import DatasetCatalog, build_detection_train_loader
 from detectron2.data.samplers import TrainingSampler
-from detectron2.engine import AMPTrainer, DefaultTrainer
+from detectron2.engine import AMPTrainer, DefaultTrainer, hooks
 from detectron2.evaluation import print_csv_format
 
 from ..data import build_train_mapper
 from ..evaluation import evaluate_domain_generalization
 from .checkpoint import LightCheckpointer, RNGState, load_model_weights
+from .hooks import EarlyPeriodicWriter, LossSpikeGuard, TrainingDiverged, divergence_message
 from .optimizer import build_lr_scheduler, build_optimizer
 
 __all__ = ["ReinTrainer", "ResumableTrainingSampler"]
@@ -84,22 +86,33 @@ class ReinTrainer(DefaultTrainer):
 
     def build_hooks(self):
         # Called at the end of DefaultTrainer.__init__: swap in the light, atomic checkpointer
-        # (with the RNG state) before the checkpoint hook captures it.
+        # (with the RNG state and the config) before the checkpoint hook captures it.
         model = self._trainer.model
         self.checkpointer = LightCheckpointer(
             getattr(model, "module", model), self.cfg.OUTPUT_DIR, light=self.cfg.SOLVER.LIGHT_CHECKPOINTS,
-            trainer=weakref.proxy(self), rng=RNGState())
-        return super().build_hooks()
+            config=self.cfg.dump(), trainer=weakref.proxy(self), rng=RNGState())
+        ret = super().build_hooks()
+        for i, h in enumerate(ret):
+            if isinstance(h, hooks.PeriodicCheckpointer):
+                h.max_to_keep = self.cfg.SOLVER.MAX_CHECKPOINTS or None
+                if self.cfg.SOLVER.LOSS_SPIKE_FACTOR > 0:  # before the save, see LossSpikeGuard
+                    ret.insert(i, LossSpikeGuard(self.cfg.SOLVER.LOSS_SPIKE_FACTOR,
+                                                 self.cfg.SOLVER.LOSS_SPIKE_WINDOW))
+                break
+        return [EarlyPeriodicWriter(h._writers, h._period) if type(h) is hooks.PeriodicWriter else h
+                for h in ret]
 
     def resume_or_load(self, resume=True):
         """The VFM (and any full weights) from MODEL.WEIGHTS, then, with ``resume`` and a
         checkpoint in OUTPUT_DIR, the trained weights, optimiser, scheduler, iteration and RNG
         state from it; the sampler skips what was already consumed."""
         model = self.checkpointer.model
-        load_model_weights(self.cfg, model)
+        load_model_weights(self.cfg, model, inference=False)
         if resume and self.checkpointer.has_checkpoint():
             names = [k for k in self.checkpointer.checkpointables if k != "rng"]
+            # (the checkpointer refuses a checkpoint of another config, see LightCheckpointer)
             extra = self.checkpointer.load(self.checkpointer.get_checkpoint_file(), names)
+            self._keep_recent_checkpoints()
             self.start_iter = self.iter + 1
             if self.cfg.SEED < 0:
                 logger.warning("SEED is %d: the resumed run draws a new random data order and "
@@ -110,10 +123,19 @@ class ReinTrainer(DefaultTrainer):
             if "rng" in extra:
                 self.checkpointer.checkpointables["rng"].load_state_dict(extra["rng"])
 
+    def _keep_recent_checkpoints(self):
+        """After a resume, count the run's earlier periodic checkpoints towards
+        SOLVER.MAX_CHECKPOINTS, so that they are removed in turn too."""
+        for h in self._hooks:
+            if isinstance(h, hooks.PeriodicCheckpointer) and h.max_to_keep:
+                found = sorted(glob.glob(os.path.join(self.cfg.OUTPUT_DIR, f"{h.file_prefix}_[0-9]*.pth")))
+                h.recent_checkpoints = found[-h.max_to_keep:]
+
     def run_step(self):
         try:
             super().run_step()
-        except FloatingPointError as e:
-            if "iteration" in str(e):
-                raise
-            raise FloatingPointError(f"at iteration={self.iter}: {e}") from e
+        except TrainingDiverged:
+            raise
+        except FloatingPointError as e:  # detectron2's non-finite loss check
+            where = "" if "iteration" in str(e) else f"at iteration={self.iter}: "
+            raise TrainingDiverged(f"{where}{e}; {divergence_message(self.checkpointer)}") from e

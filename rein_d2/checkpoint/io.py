@@ -1,0 +1,132 @@
+"""Reading checkpoint files without running code from them.
+
+Every weights file rein_d2 opens goes through :func:`read_checkpoint`:
+- PyTorch files (zip or legacy) are read with ``torch.load(weights_only=True)``;
+- ``.pkl`` files (detectron2's model zoo: pickled dicts of numpy arrays) are read by an
+  unpickler that admits only the globals such files hold, and refuses any other by name;
+- anything else (a truncated archive, an image renamed ``.pth``, a pickle that would run
+  code) raises :class:`CheckpointFileError` with one line: the path, what the file is, and
+  what to do.
+"""
+import io
+import os
+import pickle
+import re
+import zipfile
+
+import torch
+
+from ..utils.cli import UserError
+
+__all__ = ["CheckpointFileError", "read_checkpoint", "require_checkpoint_file", "read_model_zoo_pickle", "is_torchscript"]
+
+
+class CheckpointFileError(UserError):
+    """A weights file that cannot be used: unreadable, not a checkpoint, or unsafe to load."""
+
+
+# What detectron2 model-zoo pickles hold: nested dicts/lists of numbers, strings and numpy
+# arrays. Arrays unpickle through numpy's reconstructors; Python 3 pickles of bytes through
+# _codecs.encode. Nothing here can run other code.
+_SAFE_PICKLE_GLOBALS = {
+    ("collections", "OrderedDict"),
+    ("_codecs", "encode"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "scalar"),
+}
+
+_MAGIC = [(b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image"), (b"GIF8", "a GIF image"),
+          (b"%PDF", "a PDF document"), (b"\x1f\x8b", "a gzip archive (unpack it first)"),
+          (b"<", "an HTML or XML page (a failed download?)"), (b"{", "a JSON/text file")]
+
+
+class _ModelZooUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if (module, name) in _SAFE_PICKLE_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"GLOBAL {module}.{name}")
+
+
+def read_model_zoo_pickle(path: str):
+    """A detectron2 model-zoo ``.pkl`` (dicts of numpy arrays), refusing any other global."""
+    with open(path, "rb") as f:
+        try:
+            return _ModelZooUnpickler(f, encoding="latin1").load()
+        except pickle.UnpicklingError as e:
+            found = re.search(r"GLOBAL ([\w.]+)", str(e))
+            if found:
+                raise _unsafe(path, found.group(1)) from None
+            raise CheckpointFileError(f"{path}: truncated or corrupt pickle ({e}); download or "
+                                      "copy the file again") from None
+        except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as e:
+            raise CheckpointFileError(f"{path}: truncated or corrupt pickle ({type(e).__name__}); "
+                                      "download or copy the file again") from None
+
+
+def _unsafe(path: str, global_name: str) -> CheckpointFileError:
+    return CheckpointFileError(
+        f"{path}: refused, a pickle that would run code (it loads the global {global_name}); "
+        "rein_d2 loads weights only: use a file of tensors saved by torch.save(state_dict), or "
+        "numpy arrays for a .pkl")
+
+
+def is_torchscript(data: bytes) -> bool:
+    """A TorchScript archive (e.g. OpenAI CLIP's ViT-L-14.pt): a zip with a code/ folder."""
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        return False
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        return any("/code/" in n or n.startswith("code/") for n in z.namelist())
+
+
+def _what_is(head: bytes) -> str:
+    for magic, what in _MAGIC:
+        if head.startswith(magic):
+            return what
+    return f"a file of unknown kind (it starts with {head!r})"
+
+
+def require_checkpoint_file(path: str) -> None:
+    """Refuse a URL (nothing is downloaded at run time) or a path that is not a file."""
+    if "://" in path:
+        raise CheckpointFileError(f"{path}: a URL; rein_d2 downloads nothing at run time: "
+                                  "download the file and give its local path")
+    if not os.path.isfile(path):
+        raise CheckpointFileError(f"{path}: no such checkpoint file; check the path (relative "
+                                  f"paths start from {os.getcwd()})")
+
+
+def read_checkpoint(path: str, data: bytes = None):
+    """The object a checkpoint file holds, read without running code from it.
+
+    ``data`` is the file's bytes when the caller has read them already."""
+    require_checkpoint_file(path)
+    if path.endswith(".pkl"):
+        return read_model_zoo_pickle(path)
+    if data is None:
+        with open(path, "rb") as f:
+            data = f.read()
+    if not data:
+        raise CheckpointFileError(f"{path}: empty file; download or copy it again")
+    if data[:2] != b"PK" and data[:1] != b"\x80":  # neither torch's zip nor its legacy pickle
+        what = _what_is(data[:8])
+        raise CheckpointFileError(f"{path}: {what}, not a checkpoint; give a .pth weights file")
+    if is_torchscript(data):
+        raise CheckpointFileError(
+            f"{path}: a TorchScript program, not a state dict; convert it first with "
+            "tools/convert_pretrained.py (OpenAI CLIP's ViT-L-14.pt is one)")
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if found:
+            raise _unsafe(path, found.group(1)) from None
+        raise CheckpointFileError(f"{path}: corrupt checkpoint ({str(e).splitlines()[0]}); "
+                                  "download or copy it again") from None
+    except (RuntimeError, EOFError, ValueError, OSError) as e:
+        first = str(e).split(". ")[0].splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointFileError(f"{path}: truncated or corrupt archive ({first}); download "
+                                  "or copy the file again") from None
