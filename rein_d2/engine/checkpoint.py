@@ -13,6 +13,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 
 from ..checkpoint import CheckpointFileError, CheckpointMismatchError, detect_family, read_checkpoint
 from ..checkpoint.io import require_checkpoint_file
+from ..checkpoint.pretrained import _FAMILY_NAMES
 from ..modeling.backbone.peft import lora_parameter_names
 from ..utils.cli import UserError
 from .resume import check_resume_config
@@ -209,7 +210,7 @@ def check_state_fits(state: Dict, model: torch.nn.Module, path: str, strict: boo
             family = None
         if family:
             raise CheckpointMismatchError(
-                f"{path}: an official {family} checkpoint that was not converted for rein_d2; run "
+                f"{path}: an official {_FAMILY_NAMES[family]} checkpoint that was not converted for rein_d2; run "
                 f"python tools/convert_pretrained.py --config-file <your config> --input {path} "
                 "--output weights/<name>.pth and set MODEL.WEIGHTS to its output")
     bad = [(k, tuple(v.shape), own[k]) for k, v in state.items()

@@ -53,13 +53,15 @@ class LossSpikeGuard(HookBase):
 
 
 class EarlyPeriodicWriter(hooks.PeriodicWriter):
-    """detectron2's PeriodicWriter that also writes after iterations 1, 5 and 10, so a slow run
-    shows its first losses, speed and ETA long before iteration 20."""
+    """detectron2's PeriodicWriter that also writes after the 3rd, 5th and 10th iteration of a
+    run (or of a resumed run), so a slow one shows its losses, speed and ETA long before
+    iteration 20. (Not earlier: detectron2's iteration timer skips 3 warm-up iterations.)"""
 
-    EARLY = (0, 4, 9)
+    EARLY = (2, 4, 9)
 
     def after_step(self):
         super().after_step()
-        if self.trainer.iter in self.EARLY and (self.trainer.iter + 1) % self._period:
+        done = self.trainer.iter - self.trainer.start_iter
+        if done in self.EARLY and (self.trainer.iter + 1) % self._period:
             for writer in self._writers:
                 writer.write()

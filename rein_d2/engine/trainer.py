@@ -137,5 +137,6 @@ class ReinTrainer(DefaultTrainer):
         except TrainingDiverged:
             raise
         except FloatingPointError as e:  # detectron2's non-finite loss check
-            where = "" if "iteration" in str(e) else f"at iteration={self.iter}: "
-            raise TrainingDiverged(f"{where}{e}; {divergence_message(self.checkpointer)}") from e
+            first = str(e).splitlines()[0] if str(e) else "non-finite loss"  # not the loss dict
+            where = "" if "iteration" in first else f"at iteration={self.iter}: "
+            raise TrainingDiverged(f"{where}{first} {divergence_message(self.checkpointer)}") from e
