@@ -4,6 +4,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
+# Every pip call of the set-up takes the exact versions of constraints.txt.
+export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 # Real labelled street frames for the learning test (Debian's labelme-examples, not committed).
 FRAMES := /usr/share/doc/labelme-examples/examples/video_annotation
 
@@ -11,7 +13,7 @@ FRAMES := /usr/share/doc/labelme-examples/examples/video_annotation
 
 setup: $(STAMP)
 
-$(STAMP): setup.py tools/install_detectron2.sh
+$(STAMP): setup.py tools/install_detectron2.sh constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade "pip>=23"
 	$(PY) -m pip install torch==2.14.1 torchvision==0.29.1

@@ -6,8 +6,9 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from rein_d2.data.datasets.builtin import DATASETS  # noqa: E402
-from rein_d2.data.datasets.common import check_count, check_labels, check_train_ids, find_files, require_dir  # noqa: E402
-from rein_d2.data.datasets.labels import parse_prepare_args  # noqa: E402
+from rein_d2.data.datasets.common import (  # noqa: E402
+    check_all_images, check_count, check_labels, check_train_ids, find_files, require_dir)
+from rein_d2.data.datasets.labels import parse_prepare_args, run_prepare  # noqa: E402
 
 
 def main(argv=None):
@@ -20,8 +21,11 @@ def main(argv=None):
         print(f"bdd100k {split}: {len(files)} masks checked")
         if not args.no_count_check:
             check_count(f"bdd100k_sem_seg_{split}", len(files), spec["size"])
+    if args.check_images:
+        splits = {n: spec for n, spec in DATASETS.items() if n.startswith("bdd100k_sem_seg_")}
+        check_all_images(args.root, splits, args.workers)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_prepare(main))

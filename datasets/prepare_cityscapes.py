@@ -7,8 +7,9 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from rein_d2.data.datasets.builtin import DATASETS  # noqa: E402
-from rein_d2.data.datasets.common import check_count, convert_labels, find_files, require_dir  # noqa: E402
-from rein_d2.data.datasets.labels import cityscapes_ids_to_trainids, parse_prepare_args  # noqa: E402
+from rein_d2.data.datasets.common import (  # noqa: E402
+    check_all_images, check_count, convert_labels, find_files, require_dir)
+from rein_d2.data.datasets.labels import cityscapes_ids_to_trainids, parse_prepare_args, run_prepare  # noqa: E402
 
 SRC, DST = "_gtFine_labelIds.png", "_gtFine_labelTrainIds.png"
 
@@ -18,15 +19,18 @@ def main(argv=None):
     for split in ("train", "val"):
         spec = DATASETS[f"cityscapes_rein_{split}"]
         src_dir = require_dir("cityscapes", os.path.join(args.root, "cityscapes", "gtFine", split),
-                              spec["layout"], spec["script"])
+                       spec["layout"], spec["script"])
         srcs = find_files(src_dir, SRC)
         pairs = [(s, s[: -len(SRC)] + DST) for s in srcs]
         done, skipped = convert_labels(pairs, cityscapes_ids_to_trainids, args.workers, desc=f"cityscapes {split}")
-        print(f"cityscapes {split}: converted {done}, skipped {skipped} existing")
+        print(f"cityscapes {split}: converted {done}, skipped {skipped} up to date")
         if not args.no_count_check:
             check_count(f"cityscapes_rein_{split}", len(srcs), spec["size"])
+    if args.check_images:
+        splits = {n: spec for n, spec in DATASETS.items() if n.startswith("cityscapes_rein_")}
+        check_all_images(args.root, splits, args.workers)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_prepare(main))

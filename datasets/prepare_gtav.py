@@ -6,16 +6,20 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from rein_d2.data.datasets.builtin import DATASETS  # noqa: E402
-from rein_d2.data.datasets.common import convert_folder  # noqa: E402
-from rein_d2.data.datasets.labels import gtav_ids_to_trainids, parse_prepare_args  # noqa: E402
+from rein_d2.data.datasets.common import check_all_images, convert_folder  # noqa: E402
+from rein_d2.data.datasets.labels import gtav_ids_to_trainids, parse_prepare_args, run_prepare  # noqa: E402
 
 
 def main(argv=None):
     args = parse_prepare_args(__doc__, argv)
-    return convert_folder("gtav_train", args.root, "gta/labels", "gta/labels_trainid",
-                          gtav_ids_to_trainids, args.workers, DATASETS["gtav_train"],
-                          not args.no_count_check)
+    convert_folder("gtav_train", args.root, "gta/labels", "gta/labels_trainid",
+                   gtav_ids_to_trainids, args.workers, DATASETS["gtav_train"],
+                   not args.no_count_check)
+    if args.check_images:
+        splits = {n: spec for n, spec in DATASETS.items() if n.startswith("gtav_")}
+        check_all_images(args.root, splits, args.workers)
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_prepare(main))

@@ -7,16 +7,20 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from rein_d2.data.datasets.builtin import DATASETS  # noqa: E402
-from rein_d2.data.datasets.common import convert_folder  # noqa: E402
-from rein_d2.data.datasets.labels import synthia_to_trainids, parse_prepare_args  # noqa: E402
+from rein_d2.data.datasets.common import check_all_images, convert_folder  # noqa: E402
+from rein_d2.data.datasets.labels import parse_prepare_args, run_prepare, synthia_to_trainids  # noqa: E402
 
 
 def main(argv=None):
     args = parse_prepare_args(__doc__, argv)
-    return convert_folder("synthia_train", args.root, "synthia/GT/LABELS",
-                          "synthia/GT/LABELS_trainid", synthia_to_trainids, args.workers,
-                          DATASETS["synthia_train"], not args.no_count_check)
+    convert_folder("synthia_train", args.root, "synthia/GT/LABELS",
+                   "synthia/GT/LABELS_trainid", synthia_to_trainids, args.workers,
+                   DATASETS["synthia_train"], not args.no_count_check)
+    if args.check_images:
+        splits = {n: spec for n, spec in DATASETS.items() if n.startswith("synthia_")}
+        check_all_images(args.root, splits, args.workers)
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_prepare(main))

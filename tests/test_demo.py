@@ -1,5 +1,6 @@
-"""tools/demo.py on the miniature model: image folders (with a corrupt file), a video, a
-missing video, the metadata used to draw, and config overrides after --input."""
+"""tools/demo.py on the miniature model: image folders (with corrupt and non-image files), a
+video, a truncated video, a missing video, outputs that would overwrite an input or cannot be
+written, the metadata used to draw, and config overrides after --input."""
 import importlib.util
 import os
 
@@ -30,24 +31,133 @@ def random_image(seed, h=H, w=W):
     return np.random.RandomState(seed).randint(0, 256, (h, w, 3), dtype=np.uint8)
 
 
-def test_images_folder_with_a_corrupt_file(demo, tmp_path, capsys):
+def _truncated(path, keep=0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def _error_lines(err):
+    return [line for line in err.splitlines() if "error:" in line]
+
+
+def test_folder_of_good_corrupt_and_non_image_files(demo, tmp_path, capsys):
+    """Each corrupt image (truncated PNG / JPEG, text renamed .png, empty file) is named on its
+    own line, non-images are skipped with a count, the good images are drawn, exit status 1."""
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
     images = {"a": random_image(0), "b": random_image(1)}
     for name, img in images.items():
         assert cv2.imwrite(str(src / f"{name}.png"), img)
+    smooth = cv2.GaussianBlur(random_image(2), (0, 0), 3)
+    assert cv2.imwrite(str(src / "cut.png"), smooth) and cv2.imwrite(str(src / "cut_jpeg.jpg"), smooth)
+    _truncated(src / "cut.png")
+    _truncated(src / "cut_jpeg.jpg")
     (src / "broken.png").write_bytes(b"this is not an image")
-    (src / "notes.txt").write_text("not an image file: ignored")
+    (src / "empty.png").write_bytes(b"")
+    (src / "notes.txt").write_text("not an image file: skipped")
 
     rc = run(demo, "--input", str(src), "--output", str(out), "--opacity", "0.6")
 
-    assert rc != 0
-    assert "broken.png" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert rc == 1
+    assert "skipping 1 non-image file(s)" in captured.out and "notes.txt" not in captured.err
+    errors = _error_lines(captured.err)
+    for bad in ("cut.png", "cut_jpeg.jpg", "broken.png", "empty.png"):
+        named = [line for line in errors if os.path.join(str(src), bad) in line]
+        assert len(named) == 1, (bad, errors)
+        assert "BufferedReader" not in named[0]  # the file, not Pillow's file object
+    assert len(errors) == 4
     assert sorted(os.listdir(out)) == ["a.png", "b.png"]
     for name, img in images.items():
         overlay = cv2.imread(str(out / f"{name}.png"))
         assert overlay.shape == img.shape
         assert np.abs(overlay.astype(int) - img.astype(int)).mean() > 5  # an overlay was drawn
+
+
+def _no_model(monkeypatch, demo):
+    """Make building the model fail the test: the checks under test must come before it."""
+    def fail(*args, **kwargs):
+        raise AssertionError("the model was built before the output was checked")
+    monkeypatch.setattr(demo, "DefaultPredictor", fail)
+
+
+def _write_video(path, n, fourcc="MJPG"):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 10, (W, H))
+    assert writer.isOpened()
+    for i in range(n):
+        writer.write(random_image(i))
+    writer.release()
+
+
+def test_output_folder_holding_the_inputs_is_refused(demo, tmp_path, capsys, monkeypatch):
+    """--output = the input folder: a.png's overlay would be a.png. Refused up front in one
+    line naming the input and another --output; the inputs are untouched."""
+    _no_model(monkeypatch, demo)
+    src = tmp_path / "photos"
+    src.mkdir()
+    for i, name in enumerate(("a.png", "b.jpg")):
+        assert cv2.imwrite(str(src / name), random_image(i))
+    before = {p.name: p.read_bytes() for p in src.iterdir()}
+
+    assert run(demo, "--input", str(src), "--output", str(src)) == 2
+    errors = _error_lines(capsys.readouterr().err)
+    assert len(errors) == 1
+    assert str(src / "a.png") in errors[0] and "--output demo_output" in errors[0]
+    assert {p.name: p.read_bytes() for p in src.iterdir()} == before  # nothing written or added
+
+    # an input file named directly, and a video whose overlay would be its own name
+    assert run(demo, "--input", str(src / "a.png"), "--output", str(src)) == 2
+    _write_video(src / "clip.mp4", 2, "mp4v")
+    assert run(demo, "--video-input", str(src / "clip.mp4"), "--output", str(src)) == 2
+    errors = _error_lines(capsys.readouterr().err)
+    assert len(errors) == 2 and str(src / "clip.mp4") in errors[1]
+
+
+def test_unusable_output_is_refused_before_the_model_is_built(demo, tmp_path, capsys, monkeypatch):
+    """Refused in one line before any inference: --output under a file, --output that is a
+    file, and a folder where writing fails (simulated: root writes in a 0o555 folder)."""
+    _no_model(monkeypatch, demo)
+    image = tmp_path / "a.png"
+    assert cv2.imwrite(str(image), random_image(0))
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("a file")
+
+    assert run(demo, "--input", str(image), "--output", str(a_file / "out")) == 2
+    assert run(demo, "--input", str(image), "--output", str(a_file)) == 2
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(demo.tempfile, "mkstemp", denied)
+    assert run(demo, "--input", str(image), "--output", str(readonly)) == 2
+
+    errors = _error_lines(capsys.readouterr().err)
+    assert len(errors) == 3, errors
+    assert "cannot write" in errors[0] and str(a_file / "out") in errors[0]
+    assert "is a file, not a folder" in errors[1]
+    assert "cannot write" in errors[2] and "Permission denied" in errors[2] and str(readonly) in errors[2]
+    assert a_file.read_text() == "a file" and os.listdir(readonly) == []
+
+
+def test_truncated_video_is_an_error(demo, tmp_path, capsys):
+    """The decoder stops half way through a truncated MJPG .avi: the frames read are written,
+    one line says how many of how many, exit status 1."""
+    video = tmp_path / "drive.avi"
+    _write_video(video, 10)
+    _truncated(video)
+    cap = cv2.VideoCapture(str(video))
+    assert cap.get(cv2.CAP_PROP_FRAME_COUNT) == 10  # the header survives the cut
+    cap.release()
+
+    assert run(demo, "--video-input", str(video), "--output", str(tmp_path / "out")) == 1
+
+    errors = _error_lines(capsys.readouterr().err)
+    assert len(errors) == 1 and str(video) in errors[0] and "of the 10 frames" in errors[0]
+    written = cv2.VideoCapture(str(tmp_path / "out" / "drive.mp4"))
+    n = int(written.get(cv2.CAP_PROP_FRAME_COUNT))
+    written.release()
+    assert 0 < n < 10 and f"after {n} of the 10" in errors[0]
 
 
 def test_glob_and_overrides_right_after_input(demo, tmp_path, monkeypatch):

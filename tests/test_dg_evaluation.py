@@ -159,3 +159,27 @@ def test_command_line_tool_with_a_real_model(tmp_path, capsys):
     assert a in printed and b in printed and "mean" in printed
     data = json.loads((out / "dg_summary.json").read_text())
     assert set(data["mIoU"]) == {a, b} and all(0 <= v <= 100 for v in data["mIoU"].values())
+
+
+@pytest.mark.parametrize("label,described", [
+    (np.zeros((8, 4), np.uint8), "4x8 with 1 channel(s)"),          # another size
+    (np.zeros((8, 8, 3), np.uint8), "8x8 with 3 channel(s)"),       # a colour-coded label
+])
+def test_label_of_another_size_or_channel_count_names_the_file(tmp_path, cfg, label, described):
+    name = register(tmp_path, [np.zeros((8, 8, 3), np.uint8)], [label], None)
+    with pytest.raises(ValueError) as err:
+        evaluate_domain_generalization(cfg, RedIsClassB(), [name])
+    msg = str(err.value)
+    assert f"{name}_0_label.png is {described}" in msg and "is 8x8 (W x H)" in msg
+    assert f"{name}_0.png" in msg and "single-channel label of the image's size" in msg
+
+
+def test_an_empty_split_names_the_dataset_and_where_it_looked(tmp_path, cfg):
+    name = f"dg_empty_{uuid.uuid4().hex[:8]}"
+    DatasetCatalog.register(name, lambda: [])
+    MetadataCatalog.get(name).set(stuff_classes=CLASSES, ignore_label=255, evaluator_type="sem_seg",
+                                  image_root=str(tmp_path / "images"))
+    with pytest.raises(ValueError) as err:
+        evaluate_domain_generalization(cfg, RedIsClassB(), [name])
+    msg = str(err.value)
+    assert f"'{name}' has no images" in msg and str(tmp_path / "images") in msg

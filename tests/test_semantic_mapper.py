@@ -274,3 +274,31 @@ def test_mapper_dispatch_on_config():
     cfg.INPUT.DATASET_MAPPER_NAME = "nonsense"
     with pytest.raises(ValueError, match="nonsense"):
         build_train_mapper(cfg)
+
+
+def test_label_values_outside_the_classes_are_listed_alone_with_the_file(tmp_path):
+    mapper = SemanticDatasetMapper(make_cfg(), is_train=True)  # 19 classes, ignore 255
+    image, label = random_pair()
+    label[0, :3] = [40, 19, 254]
+    d = write_pair(tmp_path, image, label)
+    with pytest.raises(ValueError) as err:
+        mapper(d)
+    msg = str(err.value)
+    # Only the values out of range (not 0, 1, 2 nor 255), the file, the expected range.
+    assert re.search(r"values 19, 40, 254 outside the classes 0\.\.18 and ignore 255", msg)
+    assert d["sem_seg_file_name"] in msg and "\n" not in msg
+    label[0, :3] = [18, 0, 255]  # every value in range: accepted
+    np.random.seed(0)
+    assert mapper(write_pair(tmp_path, image, label, name="ok"))["sem_seg"].max() == 255
+
+
+def test_label_of_another_size_names_both_files_sizes_and_the_fix(tmp_path):
+    mapper = SemanticDatasetMapper(make_cfg(), is_train=True)
+    d = write_pair(tmp_path, *random_pair(64, 96))
+    other = write_pair(tmp_path, *random_pair(96, 64), name="rotated")  # same pixels, transposed
+    with pytest.raises(ValueError) as err:
+        mapper({**d, "sem_seg_file_name": other["sem_seg_file_name"]})
+    msg = str(err.value)
+    assert d["file_name"] in msg and other["sem_seg_file_name"] in msg
+    assert "64x96" in msg and "96x64" in msg
+    assert "preparation script" in msg and "\n" not in msg

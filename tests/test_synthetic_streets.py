@@ -170,3 +170,14 @@ def test_mosaic_and_colorize():
     assert m.shape == (64, 128, 3) and m.dtype == np.uint8
     lab = np.array([[0, 10, 255]], np.uint8)
     np.testing.assert_array_equal(colorize(lab)[0], [CITYSCAPES_COLORS[0], CITYSCAPES_COLORS[10], (0, 0, 0)])
+
+
+def test_generation_shows_progress_only_while_rendering(tmp_path, capsys):
+    """Rendering a split (slow on first use) shows a progress bar on stderr naming the split and
+    the frame count; a split already on disk, or progress=False, prints nothing."""
+    generate(str(tmp_path), "demo", 3, "source", height=32, width=64, seed=1)
+    err = capsys.readouterr().err
+    assert "generating synthstreets demo (source)" in err and "3/3" in err
+    generate(str(tmp_path), "demo", 3, "source", height=32, width=64, seed=1)
+    generate(str(tmp_path / "quiet"), "demo", 1, "source", height=32, width=64, seed=1, progress=False)
+    assert capsys.readouterr() == ("", "")

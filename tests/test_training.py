@@ -97,20 +97,25 @@ def test_poly_schedule_without_warmup(dataset, tmp_path):
 
 
 def test_training_lowers_the_loss(dataset, tmp_path):
-    losses = run(make_cfg(dataset, tmp_path, "SOLVER.MAX_ITER", 24, "SOLVER.CHECKPOINT_PERIOD", 100,
+    # 36 iterations: over five seeds the last three losses were 0.45-0.61 of the first three.
+    losses = run(make_cfg(dataset, tmp_path, "SOLVER.MAX_ITER", 36, "SOLVER.CHECKPOINT_PERIOD", 100,
                           "SOLVER.BASE_LR", 1e-2, "INPUT.COLOR_AUG_SSD", False))
-    first, last = np.mean([losses[i] for i in range(3)]), np.mean([losses[i] for i in range(21, 24)])
-    assert last < 0.8 * first, losses
+    first, last = np.mean([losses[i] for i in range(3)]), np.mean([losses[i] for i in range(33, 36)])
+    assert last < 0.7 * first, losses
 
 
-def test_interrupted_run_resumes_to_the_same_losses(dataset, tmp_path):
-    full = run(make_cfg(dataset, tmp_path / "full"))
+@pytest.mark.parametrize("workers", [0, 2])
+def test_interrupted_run_resumes_to_the_same_losses(dataset, tmp_path, workers):
+    # With workers, each sample's augmentation draws come from (SEED, its place in the data
+    # stream), not from a worker's random stream that a restart would begin anew.
+    opts = ("DATALOADER.NUM_WORKERS", workers)
+    full = run(make_cfg(dataset, tmp_path / "full", *opts))
     # "Interrupt" after iteration 2: keep only what a run killed then would have left.
     cut = tmp_path / "cut"
     cut.mkdir()
     shutil.copy(tmp_path / "full" / "model_0000002.pth", cut)
     (cut / "last_checkpoint").write_text("model_0000002.pth")
-    resumed = run(make_cfg(dataset, cut), resume=True)
+    resumed = run(make_cfg(dataset, cut, *opts), resume=True)
     assert sorted(resumed) == [3, 4, 5]
     for it in (3, 4, 5):
         assert resumed[it] == full[it], (it, resumed, full)  # bit-exact on CPU

@@ -70,6 +70,15 @@ def _reset_loggers():
                            or isinstance(h, logging.FileHandler) or h.stream in (sys.stderr, sys.stdout)]
 
 
+def an_image_folder(tmp_path):
+    """A folder with one small picture: the demo checks its inputs before it loads weights."""
+    from PIL import Image
+    folder = tmp_path / "images"
+    folder.mkdir(exist_ok=True)
+    Image.fromarray(np.full((32, 48, 3), 90, np.uint8)).save(folder / "frame.png")
+    return str(folder)
+
+
 def train_net(argv):
     args = default_argument_parser().parse_args(argv)
     with pytest.raises(SystemExit) as e:
@@ -98,7 +107,7 @@ def test_no_tool_runs_code_from_a_weights_file(ext, tmp_path, capsys, weights, d
         "evaluate_dg": lambda: tool("evaluate_dg").main(
             cfg + base + ["MODEL.WEIGHTS", str(bad)]),
         "demo": lambda: tool("demo").main(
-            cfg + ["--input", str(tmp_path), "--output", str(tmp_path / "d")] + base
+            cfg + ["--input", an_image_folder(tmp_path), "--output", str(tmp_path / "d")] + base
             + ["MODEL.WEIGHTS", str(vfm), "MODEL.TRAINED_WEIGHTS", str(bad)]),
         "export_checkpoint": lambda: tool("export_checkpoint").main(
             cfg + ["--output", str(tmp_path / "e.pth")] + base + ["MODEL.WEIGHTS", str(bad)]),
@@ -154,7 +163,7 @@ def test_demo_names_a_truncated_weights_file_in_one_line(tmp_path, capsys, weigh
     _, vfm, _ = weights
     data = vfm.read_bytes()
     vfm.write_bytes(data[: len(data) // 3])
-    code = tool("demo").main(["--config-file", config_path("rein_dinov2.yaml"), "--input", str(tmp_path),
+    code = tool("demo").main(["--config-file", config_path("rein_dinov2.yaml"), "--input", an_image_folder(tmp_path),
                               "--output", str(tmp_path / "out"), *map(str, MINI), "MODEL.WEIGHTS", str(vfm)])
     err = capsys.readouterr().err.strip()
     assert code != 0 and err.count("\n") == 0, err

@@ -17,14 +17,13 @@ with one line saying what to do, and exit status 2.
 import logging
 import sys
 
-from detectron2.engine import default_argument_parser, default_setup, launch
-from detectron2.utils import comm
-from detectron2.utils.logger import setup_logger
+from detectron2.engine import default_argument_parser, launch
 from torch.multiprocessing import ProcessExitedException
 
 from rein_d2 import load_config
 from rein_d2.engine import LightCheckpointer, ReinTrainer, TrainingDiverged, load_model_weights
 from rein_d2.utils.cli import UserError
+from rein_d2.utils.logging import setup_logging
 
 logger = logging.getLogger("rein_d2")
 
@@ -32,8 +31,7 @@ logger = logging.getLogger("rein_d2")
 def setup(args):
     cfg = load_config(args.config_file, args.opts)
     cfg.freeze()
-    default_setup(cfg, args)
-    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="rein_d2")
+    setup_logging(cfg, args)  # detectron2's default_setup, with no ANSI codes in log.txt
     return cfg
 
 

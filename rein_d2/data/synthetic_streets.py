@@ -19,9 +19,11 @@ Two styles share the geometry rules and differ in appearance only:
     DatasetCatalog.get("synthstreets_source_train")      # generated on first access
 """
 import os
+import sys
 
 import cv2
 import numpy as np
+import tqdm
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from .datasets.common import (CITYSCAPES_CLASSES, CITYSCAPES_COLORS, IGNORE_LABEL, datasets_root,
@@ -686,24 +688,30 @@ def _frame_rng(seed, i):
     return np.random.default_rng([int(seed), int(i)])
 
 
-def generate(root, split_name, n, style, height=256, width=512, seed=0):
+def generate(root, split_name, n, style, height=256, width=512, seed=0, progress=True):
     """Write ``root/<split>/{images,labels}/<i:05d>.png`` for i < n (skipping existing pairs).
 
     Frame i depends only on (seed, i), so the output is deterministic and a resumed run gives
-    the same files as an uninterrupted one. Returns detectron2 dataset dicts.
+    the same files as an uninterrupted one. Returns detectron2 dataset dicts. With
+    ``progress``, frames still to render are shown as a progress bar on stderr (the first use
+    of a dataset renders it all and would otherwise look stuck); a complete split prints nothing.
     """
     img_dir = os.path.join(root, split_name, "images")
     lab_dir = os.path.join(root, split_name, "labels")
     os.makedirs(img_dir, exist_ok=True)
     os.makedirs(lab_dir, exist_ok=True)
-    out = []
+    out, missing = [], []
     for i in range(int(n)):
         fi, fl = os.path.join(img_dir, f"{i:05d}.png"), os.path.join(lab_dir, f"{i:05d}.png")
         if not (os.path.isfile(fi) and os.path.isfile(fl)):
-            img, lab = render_scene(_frame_rng(seed, i), height, width, style)
-            write_png_atomic(fl, lab)
-            write_png_atomic(fi, cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+            missing.append((i, fi, fl))
         out.append({"file_name": fi, "sem_seg_file_name": fl, "height": int(height), "width": int(width)})
+    desc = f"generating synthstreets {split_name} ({style}) in {os.path.join(root, split_name)}"
+    for i, fi, fl in tqdm.tqdm(missing, desc=desc, unit="frame", disable=not progress or not missing,
+                               file=sys.stderr):
+        img, lab = render_scene(_frame_rng(seed, i), height, width, style)
+        write_png_atomic(fl, lab)
+        write_png_atomic(fi, cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
     return out
 
 

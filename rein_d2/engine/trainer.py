@@ -2,7 +2,6 @@
 AdamW param groups, poly schedule, fp16/bf16 AMP, gradient clipping, light atomic checkpoints
 that resume exactly, and evaluation on every target domain."""
 import glob
-import itertools
 import logging
 import os
 import weakref
@@ -10,40 +9,48 @@ from collections import OrderedDict
 
 import torch
 from detectron2.data import DatasetCatalog, build_detection_train_loader
-from detectron2.data.samplers import TrainingSampler
-from detectron2.engine import AMPTrainer, DefaultTrainer, hooks
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, hooks
+from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import print_csv_format
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
-from ..data import build_train_mapper
+from ..data import PositionedDataset, ResumableTrainingSampler, SeededMapper, build_train_mapper
 from ..evaluation import evaluate_domain_generalization
 from .checkpoint import LightCheckpointer, RNGState, load_model_weights
 from .hooks import EarlyPeriodicWriter, LossSpikeGuard, TrainingDiverged, divergence_message
 from .optimizer import build_lr_scheduler, build_optimizer
 
-__all__ = ["ReinTrainer", "ResumableTrainingSampler"]
+__all__ = ["ReinTrainer", "ResumableTrainingSampler"]  # the sampler lives in rein_d2.data
 
 logger = logging.getLogger(__name__)
 
 
-class ResumableTrainingSampler(TrainingSampler):
-    """detectron2's seeded infinite sampler that can skip the indices already consumed, so a
-    resumed run sees the same images in the same order as an uninterrupted one."""
-
-    def __init__(self, size: int, shuffle: bool = True, seed=None):
-        super().__init__(size, shuffle, seed)
-        self.skip = 0  # indices of the global stream to skip (set before iteration starts)
-
-    def _infinite_indices(self):
-        return itertools.islice(super()._infinite_indices(), self.skip, None)
-
-
 class ReinTrainer(DefaultTrainer):
     def __init__(self, cfg):
-        super().__init__(cfg)
-        if cfg.SOLVER.AMP.ENABLED:  # DefaultTrainer's AMPTrainer is fp16 only
+        # DefaultTrainer.__init__, with two changes: AMP in fp16 or bf16 (detectron2's is fp16
+        # only), and DDP over gloo for CPU models (detectron2 passes device_ids, which DDP
+        # refuses for a CPU module, so `--num-gpus 2` failed on a CPU machine).
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        on_cpu = next(model.parameters()).device.type == "cpu"
+        model = create_ddp_model(model, broadcast_buffers=False, **({"device_ids": None} if on_cpu else {}))
+        if cfg.SOLVER.AMP.ENABLED:
             precision = {"float16": torch.float16, "bfloat16": torch.bfloat16}[cfg.SOLVER.AMP.PRECISION]
-            t = self._trainer
-            self._trainer = AMPTrainer(t.model, t.data_loader, t.optimizer, precision=precision)
+            self._trainer = AMPTrainer(model, data_loader, optimizer, precision=precision)
+        else:
+            self._trainer = SimpleTrainer(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = None  # made in build_hooks, which needs self.cfg
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
 
     @classmethod
     def build_optimizer(cls, cfg, model):
@@ -58,10 +65,12 @@ class ReinTrainer(DefaultTrainer):
         dataset = [d for name in cfg.DATASETS.TRAIN for d in DatasetCatalog.get(name)]
         seed = cfg.SEED if cfg.SEED >= 0 else None
         sampler = ResumableTrainingSampler(len(dataset), seed=seed)
-        # A seeded generator of its own keeps the loader's start-up draw off the global torch
-        # RNG, which a resumed run restores from the checkpoint.
-        loader = build_detection_train_loader(cfg, dataset=dataset, mapper=build_train_mapper(cfg),
-                                              sampler=sampler, seed=seed)
+        # Each sample's augmentations are drawn from (seed, its place in the stream), so a
+        # resumed run repeats them with any number of workers; the loader's own seeded
+        # generator keeps its start-up draw off the global torch RNG that resume restores.
+        loader = build_detection_train_loader(
+            cfg, dataset=PositionedDataset(dataset), sampler=sampler, seed=seed,
+            mapper=SeededMapper(build_train_mapper(cfg), sampler.seed))
         loader.rein_sampler = sampler  # for resume_or_load: the loader wraps it deeply
         return loader
 
@@ -117,6 +126,10 @@ class ReinTrainer(DefaultTrainer):
             if self.cfg.SEED < 0:
                 logger.warning("SEED is %d: the resumed run draws a new random data order and "
                                "augmentations; set SEED >= 0 for an exact resume", self.cfg.SEED)
+            elif self.cfg.DATALOADER.ASPECT_RATIO_GROUPING and self.cfg.DATALOADER.NUM_WORKERS > 0:
+                logger.warning("DATALOADER.ASPECT_RATIO_GROUPING with workers batches samples in "
+                               "the order the workers deliver them, so the resumed run's batches "
+                               "may differ; set it False for an exact resume")
             sampler = getattr(self.data_loader, "rein_sampler", None)
             if isinstance(sampler, ResumableTrainingSampler):
                 sampler.skip = self.start_iter * self.cfg.SOLVER.IMS_PER_BATCH

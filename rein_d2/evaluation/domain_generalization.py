@@ -18,6 +18,7 @@ from PIL import Image
 from tabulate import tabulate
 
 from ..data.dataset_mappers.instance import read_image_checked
+from ..data.datasets.common import dataset_dicts_checked
 
 __all__ = ["DGSummary", "DGTestMapper", "evaluate_domain_generalization", "eval_resize_shape",
            "label_loader"]
@@ -46,6 +47,8 @@ class DGTestMapper:
     def __call__(self, d: Dict) -> Dict:
         image = read_image_checked(d["file_name"], self.image_format)
         h, w = image.shape[:2]
+        if "sem_seg_file_name" in d:
+            check_label_matches(d["sem_seg_file_name"], d["file_name"], w, h)
         nh, nw = eval_resize_shape(h, w, self.eval_size)
         if (nh, nw) != (h, w):
             image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
@@ -53,6 +56,21 @@ class DGTestMapper:
         out.update(image=torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))).float(),
                    height=h, width=w)
         return out
+
+
+def check_label_matches(label_path: str, image_path: str, w: int, h: int):
+    """Refuse a label of another size or channel count than its image before scoring, where
+    numpy would fail with a broadcast error naming no file. Reads the PNG header only."""
+    try:
+        with Image.open(label_path) as img:
+            (lw, lh), bands = img.size, len(img.getbands())
+    except Exception as e:
+        raise OSError(f"cannot read label {label_path}: {type(e).__name__}: {e}") from e
+    if (lw, lh) != (w, h) or bands != 1:
+        raise ValueError(
+            f"label {label_path} is {lw}x{lh} with {bands} channel(s) but its image {image_path} "
+            f"is {w}x{h} (W x H): evaluation needs a single-channel label of the image's size; "
+            f"rerun the dataset's preparation script (datasets/README.md) or replace the pair")
 
 
 def label_loader(num_classes: int, ignore_label: int):
@@ -66,6 +84,10 @@ def label_loader(num_classes: int, ignore_label: int):
                 label = np.asarray(Image.open(f)).astype(dtype)
             except Exception as e:
                 raise OSError(f"cannot read label {path}: {type(e).__name__}: {e}") from e
+        if label.ndim != 2:  # a colour PNG: the score would fail on a numpy broadcast
+            raise ValueError(f"label {path} has shape {label.shape}; evaluation needs a single-"
+                             "channel map of class ids: run the dataset's preparation script "
+                             "(datasets/README.md)")
         bad = np.unique(label[(label != ignore_label) & ((label < 0) | (label >= num_classes))])
         if bad.size:
             raise ValueError(f"label {path} holds values {bad[:10].tolist()} outside 0.."
@@ -145,7 +167,9 @@ def evaluate_domain_generalization(cfg, model, dataset_names: Sequence[str],
             raise ValueError(f"{name} has other classes than {dataset_names[0]}: a DG summary "
                              "needs one label space")
         mapper = DGTestMapper(cfg.INPUT.FORMAT, getattr(meta, "eval_size", None))
-        loader = build_detection_test_loader(cfg, name, mapper=mapper)
+        dicts = dataset_dicts_checked(name)  # an empty split: say which and where it looked
+        loader = build_detection_test_loader(dicts, mapper=mapper,
+                                             num_workers=cfg.DATALOADER.NUM_WORKERS)
         evaluator = SemSegEvaluator(
             name, output_dir=os.path.join(output_dir, name) if output_dir else None,
             sem_seg_loading_fn=label_loader(len(classes), meta.ignore_label))

@@ -72,7 +72,9 @@ def load_sem_seg_pairs(name, image_dir, label_dir, image_suffix, label_suffix, l
     images = _list_by_stem(image_dir, image_suffix)
     labels = _list_by_stem(label_dir, label_suffix)
     if not images:
-        raise FileNotFoundError(f"Dataset '{name}': no '*{image_suffix}' files under {image_dir}")
+        raise FileNotFoundError(
+            f"Dataset '{name}': no '*{image_suffix}' images under {image_dir} (empty split): "
+            f"download or extract the images there (layout: datasets/README.md)")
     for what, have, lack, lack_dir, lack_suffix in (
         ("image", images, labels, label_dir, label_suffix),
         ("label", labels, images, image_dir, image_suffix),
@@ -85,6 +87,18 @@ def load_sem_seg_pairs(name, image_dir, label_dir, image_suffix, label_suffix, l
                 f"'*{lack_suffix}' under {lack_dir} (run {script}?); first ones:\n  {shown}"
             )
     return [{"file_name": images[s], "sem_seg_file_name": labels[s]} for s in sorted(images)]
+
+
+def dataset_dicts_checked(name):
+    """DatasetCatalog.get(name), refusing an empty split with the dataset and where its images
+    were looked for (detectron2 would fail later, naming neither)."""
+    dicts = DatasetCatalog.get(name)
+    if not dicts:
+        where = getattr(MetadataCatalog.get(name), "image_root", None)
+        where = f"under {where}" if where else "by its registered loader (no image_root in its metadata)"
+        raise ValueError(f"Dataset '{name}' has no images (looked {where}): check that the split "
+                         f"was downloaded and prepared (datasets/README.md)")
+    return dicts
 
 
 def register_semantic_dataset(
@@ -125,35 +139,57 @@ def write_png_atomic(dst, array):
     os.replace(tmp, dst)
 
 
+def _named(fn, src):
+    """fn(src), naming src in any error that does not (PIL's "image file is truncated" does
+    not), so that one line tells which file to replace."""
+    try:
+        return fn(src)
+    except Exception as e:
+        if src in str(e):
+            raise
+        raise OSError(f"{src}: {type(e).__name__}: {e} (damaged or incomplete file: "
+                      f"download it again, then rerun)") from e
+
+
 def _convert_one(job):
     fn, src, dst = job
-    write_png_atomic(dst, np.ascontiguousarray(fn(src), dtype=np.uint8))
+    write_png_atomic(dst, np.ascontiguousarray(_named(fn, src), dtype=np.uint8))
 
 
 def _check_one(job):
     fn, src, _ = job
-    fn(src)
+    _named(fn, src)
+
+
+def _imap(jobs, worker, workers, desc):
+    """worker(job) for every job, in order, in-process or in `workers` processes."""
+    from tqdm import tqdm
+
+    if workers <= 1 or not jobs:
+        for j in tqdm(jobs, desc=desc):
+            yield worker(j)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        yield from tqdm(pool.map(worker, jobs, chunksize=16), total=len(jobs), desc=desc)
 
 
 def _run(jobs, worker, workers, desc):
-    from tqdm import tqdm
+    for _ in _imap(jobs, worker, workers, desc):
+        pass
 
-    if workers <= 1:
-        for j in tqdm(jobs, desc=desc):
-            worker(j)
-        return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        for _ in tqdm(pool.map(worker, jobs, chunksize=16), total=len(jobs), desc=desc):
-            pass
+
+def _up_to_date(src, dst):
+    # A raw label edited or downloaded again after the last run is newer than its output.
+    return os.path.exists(dst) and os.path.getmtime(dst) >= os.path.getmtime(src)
 
 
 def convert_labels(pairs, fn, workers=1, desc="labels"):
     """Convert every (src, dst) with fn(src) -> uint8 train-id array, in parallel.
 
-    Resumable: dst files that already exist are skipped. fn must be picklable (a top-level
-    function or functools.partial of one). Returns (converted, skipped).
+    Resumable: dst files at least as new as their src are skipped. fn must be picklable (a
+    top-level function or functools.partial of one). Returns (converted, skipped).
     """
-    jobs = [(fn, s, d) for s, d in pairs if not os.path.exists(d)]
+    jobs = [(fn, s, d) for s, d in pairs if not _up_to_date(s, d)]
     _run(jobs, _convert_one, workers, desc)
     return len(jobs), len(pairs) - len(jobs)
 
@@ -161,6 +197,90 @@ def convert_labels(pairs, fn, workers=1, desc="labels"):
 def check_labels(files, fn, workers=1, desc="check"):
     """Run a validating fn(path) over files in parallel (it raises on a bad file)."""
     _run([(fn, f, None) for f in files], _check_one, workers, desc)
+
+
+# ---------------------------------------------------------------- image check (--check-images)
+
+CHECKED_IMAGES_RECORD = ".rein_checked_images.json"
+
+
+def image_problem(path):
+    """None if PIL (detectron2's reader) decodes the whole image, else why not."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.load()  # decodes every pixel: a truncated file fails here, not at open
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def _stamp(path):
+    st = os.stat(path)
+    return [st.st_mtime_ns, st.st_size]
+
+
+def _load_record(path):
+    import json
+
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):  # none yet, or cut short: check everything again
+        return {}
+
+
+def _save_record(path, record):
+    import json
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(record, f)
+    os.replace(path + ".tmp", path)
+
+
+def check_images(name, root, spec, workers=1):
+    """Decode every image of a split; return ["<path>: <why>"] for each unreadable one.
+
+    Resumable: images decoded before, unchanged since (mtime and size), are recorded in
+    ``<label dir>/.rein_checked_images.json`` and not decoded again.
+    """
+    short = name.split("_")[0]
+    image_dir = require_dir(short, os.path.join(root, spec["image_dir"]), spec["layout"], spec["script"])
+    record_path = os.path.join(root, spec["label_dir"], CHECKED_IMAGES_RECORD)
+    record = _load_record(record_path)
+    files = find_files(image_dir, spec["image_suffix"])
+    stamps = {f: _stamp(f) for f in files}
+    rel = {f: os.path.relpath(f, image_dir) for f in files}
+    todo = [f for f in files if record.get(rel[f]) != stamps[f]]
+    bad = []
+    try:
+        for i, problem in enumerate(_imap(todo, image_problem, workers, f"{name} images")):
+            f = todo[i]
+            if problem is None:
+                record[rel[f]] = stamps[f]
+            else:
+                record.pop(rel[f], None)
+                bad.append(f"{f}: unreadable image ({problem})")
+    finally:  # keep what was checked, also when interrupted
+        _save_record(record_path, record)
+    print(f"{name}: {len(files)} images, {len(todo)} decoded, {len(files) - len(todo)} "
+          f"unchanged since an earlier check, {len(bad)} unreadable")
+    return bad
+
+
+def check_all_images(root, specs, workers=1):
+    """check_images over {name: spec}; print every unreadable image (one line each), then
+    raise once for all of them, so that no training run starts on a damaged download."""
+    import sys
+
+    bad = [line for name, spec in specs.items() for line in check_images(name, root, spec, workers)]
+    for line in bad:
+        print(line, file=sys.stderr)
+    if bad:
+        raise RuntimeError(f"{len(bad)} unreadable image(s), listed above: download them again, "
+                           f"then rerun with --check-images")
 
 
 def check_count(name, found, expected):
@@ -202,6 +322,11 @@ def find_files(root, suffix):
     return sorted(_list_by_stem(root, suffix).values())
 
 
+# The reference's converters (mmseg tools/convert_datasets) write their train-id files next to
+# the raw labels, in the same folder: these are outputs, never raw labels.
+REFERENCE_OUTPUT_SUFFIX = "_labelTrainIds.png"
+
+
 def convert_folder(dataset: str, root: str, src_rel: str, dst_rel: str, fn, workers: int,
                    spec: dict, count_check: bool = True):
     """Convert every PNG label under ``root/src_rel`` into ``root/dst_rel`` (same relative
@@ -209,11 +334,20 @@ def convert_folder(dataset: str, root: str, src_rel: str, dst_rel: str, fn, work
     short = dataset.split("_")[0]
     src_dir = require_dir(short, os.path.join(root, src_rel), spec["layout"], spec["script"])
     dst_dir = os.path.join(root, dst_rel)
-    srcs = find_files(src_dir, ".png")
-    pairs = [(s, os.path.join(dst_dir, os.path.relpath(s, src_dir))) for s in srcs]
     desc = dataset.replace("_", " ")
+    srcs = []
+    reference_outputs = 0
+    for f in find_files(src_dir, ".png"):
+        if f.endswith(REFERENCE_OUTPUT_SUFFIX):
+            reference_outputs += 1
+        else:
+            srcs.append(f)
+    if reference_outputs:
+        print(f"{desc}: ignored {reference_outputs} '*{REFERENCE_OUTPUT_SUFFIX}' file(s) in "
+              f"{src_dir} (left by the reference's converter; not raw labels)")
+    pairs = [(s, os.path.join(dst_dir, os.path.relpath(s, src_dir))) for s in srcs]
     done, skipped = convert_labels(pairs, fn, workers, desc=desc)
-    print(f"{desc}: converted {done}, skipped {skipped} existing")
+    print(f"{desc}: converted {done}, skipped {skipped} up to date")
     if count_check:
         check_count(dataset, len(srcs), spec["size"])
     return 0

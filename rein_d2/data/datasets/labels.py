@@ -2,6 +2,7 @@
 command line of the ``datasets/prepare_<name>.py`` scripts."""
 import argparse
 import json
+import sys
 
 import numpy as np
 from PIL import Image
@@ -14,6 +15,20 @@ def _lut(mapping, size=256):
     for k, v in mapping.items():
         lut[k] = v
     return lut
+
+
+def _read_index_png(path):
+    """The indices of a palette (P) or 8-bit (L) PNG, with the path in every error."""
+    try:
+        with Image.open(path) as img:
+            mode = img.mode
+            arr = np.array(img) if mode in ("P", "L") else None
+    except Exception as e:  # PIL's "image file is truncated" names no file
+        raise OSError(f"{path}: cannot read label ({type(e).__name__}: {e}): damaged or "
+                      f"incomplete file, download it again") from e
+    if arr is None:
+        raise ValueError(f"{path}: expected a palette (P) or 8-bit (L) PNG, got mode {mode}")
+    return arr
 
 
 def cityscapes_ids_to_trainids(path):
@@ -29,11 +44,7 @@ def gtav_ids_to_trainids(path):
 
     Read with PIL: cv2 would expand the palette to colours and lose the ids.
     """
-    with Image.open(path) as img:
-        if img.mode not in ("P", "L"):
-            raise ValueError(f"{path}: expected a palette (P) or 8-bit (L) PNG, got mode {img.mode}")
-        arr = np.array(img)
-    return ID_TO_TRAINID[arr]
+    return ID_TO_TRAINID[_read_index_png(path)]
 
 
 # SYNTHIA RAND-CITYSCAPES class id -> train id (no terrain, truck or train).
@@ -75,17 +86,17 @@ def mapillary_name_to_trainid(readable):
 
 def mapillary_lut(config_path):
     """Label index -> train id from config_v1.2.json (its 'labels' list, in index order)."""
-    with open(config_path) as f:
-        labels = json.load(f)["labels"]
+    try:
+        with open(config_path) as f:
+            labels = json.load(f)["labels"]
+    except (ValueError, KeyError, TypeError) as e:  # cut short, or another file of that name
+        raise ValueError(f"{config_path}: not a Mapillary Vistas label list ({type(e).__name__}: "
+                         f"{e}): download config_v1.2.json again") from e
     return _lut({i: mapillary_name_to_trainid(l["readable"]) for i, l in enumerate(labels)})
 
 
 def mapillary_to_trainids(path, lut):
-    with Image.open(path) as img:
-        if img.mode not in ("P", "L"):
-            raise ValueError(f"{path}: expected a palette (P) or 8-bit (L) PNG, got mode {img.mode}")
-        arr = np.array(img)
-    return lut[arr]
+    return lut[_read_index_png(path)]
 
 
 def prepare_argparser(description):
@@ -93,6 +104,8 @@ def prepare_argparser(description):
     p.add_argument("--root", default=None, help="datasets root (default: $DETECTRON2_DATASETS or ./datasets)")
     p.add_argument("--workers", type=int, default=8, help="parallel processes (1: in-process)")
     p.add_argument("--no-count-check", action="store_true", help="skip the split-size check (partial downloads)")
+    p.add_argument("--check-images", action="store_true",
+                   help="also decode every image and list the unreadable ones (resumable)")
     return p
 
 
@@ -102,6 +115,16 @@ def parse_prepare_args(description, argv):
     return args
 
 
+def run_prepare(main, argv=None):
+    """Entry point of the prepare scripts: an expected error (a missing, damaged or unexpected
+    file) prints one line naming it, without a traceback, and gives exit code 1."""
+    try:
+        return main(argv)
+    except (OSError, ValueError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
 __all__ = ["cityscapes_ids_to_trainids", "gtav_ids_to_trainids", "synthia_to_trainids",
            "mapillary_lut", "mapillary_to_trainids", "mapillary_name_to_trainid",
-           "SYNTHIA_TO_TRAINID", "parse_prepare_args"]
+           "SYNTHIA_TO_TRAINID", "parse_prepare_args", "run_prepare"]
