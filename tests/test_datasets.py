@@ -184,26 +184,71 @@ MAPILLARY_SPEC = {
 }
 
 
-def test_mapillary_prepare_and_load(root):
+def _write_mapillary(root, config="config_v1.2.json", labels="v1.2/labels"):
+    """A miniature Mapillary tree; each label index covers a 2x2 block, so the halved label
+    holds every index once. Returns the names in index order."""
     import json
 
     names = sorted(MAPILLARY_SPEC, key=lambda n: (len(n), n))  # index order unrelated to classes
-    os.makedirs(root / "mapillary")
-    with open(root / "mapillary" / "config_v1.2.json", "w") as f:
+    os.makedirs(root / "mapillary", exist_ok=True)
+    with open(root / "mapillary" / config, "w") as f:
         json.dump({"labels": [{"readable": n, "name": n.lower()} for n in names]}, f)
-    idx = np.arange(len(names), dtype=np.uint8).reshape(1, -1)
+    idx = np.repeat(np.repeat(np.arange(len(names), dtype=np.uint8).reshape(1, -1), 2, 0), 2, 1)
     for folder in ("training", "validation"):
-        _image(str(root / "mapillary" / folder / "images" / "abc.jpg"))
-        os.makedirs(root / "mapillary" / folder / "v1.2" / "labels")
+        os.makedirs(root / "mapillary" / folder / "images", exist_ok=True)
+        Image.fromarray(np.full(idx.shape + (3,), 120, np.uint8)).save(
+            root / "mapillary" / folder / "images" / "abc.jpg")
+        os.makedirs(root / "mapillary" / folder / labels)
         img = Image.fromarray(idx, mode="P")
         img.putpalette(list(range(256)) * 3)  # a full palette, as the official PNGs carry
-        img.save(root / "mapillary" / folder / "v1.2" / "labels" / "abc.png")
-    assert _script("prepare_mapillary").main(["--root", str(root), "--no-count-check", "--workers", "1"]) == 0
+        img.save(root / "mapillary" / folder / labels / "abc.png")
+    return names
+
+
+@pytest.mark.parametrize("layout", [("config_v1.2.json", "v1.2/labels"), ("config.json", "labels")],
+                         ids=["v1.2 in the v2.0 download", "v1.x download"])
+def test_mapillary_prepare_and_load(root, capsys, layout):
+    names = _write_mapillary(root, *layout)
+    args = ["--root", str(root), "--no-count-check", "--workers", "1"]
+    assert _script("prepare_mapillary").main(args) == 0
     want = np.array([[255 if MAPILLARY_SPEC[n] is None else CS[MAPILLARY_SPEC[n]] for n in names]], np.uint8)
-    for split in ("train", "val"):
+    full = np.repeat(np.repeat(want, 2, 0), 2, 1)
+    for split, expected in (("train", full), ("val_full", full), ("val", want)):
         (d,) = DatasetCatalog.get(f"mapillary_{split}")
-        np.testing.assert_array_equal(_load_label(d), want)
-    assert MetadataCatalog.get("mapillary_val").eval_size == (1024, 512)
+        np.testing.assert_array_equal(_load_label(d), expected)
+        assert MetadataCatalog.get(f"mapillary_{split}").eval_size == (1024, 512)
+    # mapillary_val is the reference's protocol: the image halved too, next to its label
+    (d,) = DatasetCatalog.get("mapillary_val")
+    assert d["file_name"].endswith("validation/half/images/abc.jpg")
+    assert Image.open(d["file_name"]).size == (len(names), 1)
+    assert "1 image(s) and 1 label(s) written" in capsys.readouterr().out
+    assert _script("prepare_mapillary").main(args) == 0  # resumed: nothing to redo
+    assert "0 image(s) and 0 label(s) written" in capsys.readouterr().out
+
+
+def test_mapillary_halving_is_the_references(tmp_path):
+    """PIL nearest to (w // 2, h // 2): on a 7x5 label the kept pixels are rows 1, 3 and
+    columns 1, 3, 5 (PIL samples at floor((x + 0.5) * scale)); image: bicubic, same size."""
+    from rein_d2.data.datasets.mapillary import halve_image, halve_label
+
+    label = np.random.RandomState(0).randint(0, 19, (5, 7)).astype(np.uint8)
+    Image.fromarray(label).save(tmp_path / "l.png")
+    np.testing.assert_array_equal(halve_label(str(tmp_path / "l.png")), label[[1, 3]][:, [1, 3, 5]])
+    Image.fromarray(np.zeros((5, 7, 3), np.uint8)).save(tmp_path / "i.jpg")
+    halve_image((str(tmp_path / "i.jpg"), str(tmp_path / "half" / "i.jpg")))
+    assert Image.open(tmp_path / "half" / "i.jpg").size == (3, 2)
+
+
+def test_mapillary_missing_or_unknown_layout_says_where_and_what(root):
+    with pytest.raises(FileNotFoundError) as e:
+        _script("prepare_mapillary").main(["--root", str(root), "--workers", "1"])
+    assert "DETECTRON2_DATASETS" in str(e.value) and "config_v1.2.json" in str(e.value)
+    os.makedirs(root / "mapillary" / "validation" / "v2.0" / "labels")
+    with pytest.raises(FileNotFoundError) as e:
+        _script("prepare_mapillary").main(["--root", str(root), "--workers", "1"])
+    msg = str(e.value)
+    assert "config.json with validation/labels/ (v1.x download)" in msg and "DETECTRON2_DATASETS" in msg
+    assert "mapillary/{training,validation}/v1.2/labels/*.png" in msg  # the expected layout
 
 
 def _write_bdd(root, value=None):
@@ -227,8 +272,38 @@ def test_bdd100k_check_and_load(root):
 
 def test_bdd100k_value_outside_mapping_names_file(root):
     _write_bdd(root, value=40)
-    with pytest.raises(ValueError, match=r"masks/train/a\.png.*\[40\]"):
+    with pytest.raises(ValueError, match=r"masks/train/a\.png: values \[40\] outside the train ids") as e:
         _script("prepare_bdd100k").main(["--root", str(root), "--no-count-check", "--workers", "1"])
+    assert "single-channel" not in str(e.value)  # the values are wrong, not the channels
+
+
+def test_bdd100k_palette_mask_of_train_ids_is_accepted_and_a_colour_mask_is_named(root):
+    """Train ids stored as palette indices are what the loaders read (PIL): accepted. A colour
+    PNG is refused for its channels, not for its values."""
+    _write_bdd(root)
+    masks = root / "bdd100k" / "labels" / "sem_seg" / "masks"
+    ids = np.array([list(range(19)) + [255]], np.uint8)
+    img = Image.fromarray(ids, mode="P")
+    img.putpalette(list(np.random.RandomState(1).randint(0, 255, 768)))  # colours unlike the ids
+    img.save(masks / "val" / "a.png")
+    assert _script("prepare_bdd100k").main(["--root", str(root), "--no-count-check", "--workers", "1"]) == 0
+    Image.fromarray(np.zeros((1, 20, 3), np.uint8)).save(masks / "val" / "a.png")
+    with pytest.raises(ValueError, match=r"masks/val/a\.png: not a single-channel label"):
+        _script("prepare_bdd100k").main(["--root", str(root), "--no-count-check", "--workers", "1"])
+
+
+def test_an_extra_folder_level_on_one_side_is_named_as_such(root):
+    _write_gtav(root)
+    _script("prepare_gtav").main(["--root", str(root), "--no-count-check", "--workers", "1"])
+    os.makedirs(root / "gta" / "images" / "part1")
+    for i in range(2):
+        os.rename(root / "gta" / "images" / f"{i:05d}.png", root / "gta" / "images" / "part1" / f"{i:05d}.png")
+    with pytest.raises(FileNotFoundError) as e:
+        DatasetCatalog.get("gtav_train")
+    msg = str(e.value)
+    assert "the image and label trees do not line up" in msg and "prepare_gtav" not in msg
+    assert str(root / "gta" / "images" / "part1" / "00000.png") in msg
+    assert str(root / "gta" / "labels_trainid" / "00000.png") in msg
 
 
 def test_acdc_check_and_load(root):

@@ -31,14 +31,18 @@ FIGURES = os.path.join(REPO, "docs", "quickstart", "figures.json")
 FINGERPRINT_ITERS = 20  # losses recorded for the fingerprint test
 
 
-def train(opts=(), eval_at_end=True):
-    """train_net's set-up and ReinTrainer; returns (trainer, raw total losses by iteration)."""
+def train(opts=(), eval_at_end=True, stop_after=None):
+    """train_net's set-up and ReinTrainer; returns (trainer, raw total losses by iteration).
+    ``stop_after`` ends the run after that many iterations with everything else (the learning
+    rate schedule over the config's MAX_ITER included) as in the full run."""
     args = default_argument_parser().parse_args(["--config-file", os.path.join(REPO, CONFIG), *opts])
     cfg = train_net.setup(args)
     trainer = ReinTrainer(cfg)
     trainer.resume_or_load(resume=False)
     if not eval_at_end:  # the fingerprint: no evaluation hook
         trainer._hooks = [h for h in trainer._hooks if type(h).__name__ != "EvalHook"]
+    if stop_after:
+        trainer.max_iter = stop_after
     trainer.train()
     losses = [v for v, _ in sorted(trainer.storage.history("total_loss").values(), key=lambda x: x[1])]
     return trainer, losses
@@ -46,8 +50,8 @@ def train(opts=(), eval_at_end=True):
 
 def fingerprint(n: int, output_dir: str):
     """Total losses of the quick start's first ``n`` iterations (no evaluation, no saves)."""
-    _, losses = train(["SOLVER.MAX_ITER", str(n), "SOLVER.CHECKPOINT_PERIOD", "1000000",
-                       "OUTPUT_DIR", output_dir], eval_at_end=False)
+    _, losses = train(["SOLVER.CHECKPOINT_PERIOD", "1000000", "OUTPUT_DIR", output_dir],
+                      eval_at_end=False, stop_after=n)
     return losses
 
 
@@ -68,6 +72,19 @@ def tables(summary) -> str:
     return "\n".join(lines)
 
 
+PICTURE = os.path.join(REPO, "docs", "quickstart", "predictions.jpg")
+
+
+def picture(frames, overlays, dst=PICTURE):
+    """The README's picture: the input frames on top, the demo's overlays below them."""
+    import numpy as np
+    from PIL import Image
+
+    top = np.concatenate([np.asarray(Image.open(f).convert("RGB")) for f in frames], 1)
+    bottom = np.concatenate([np.asarray(Image.open(f).convert("RGB")) for f in overlays], 1)
+    Image.fromarray(np.concatenate([top, bottom], 0)).save(dst, quality=90)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fingerprint", type=int, metavar="N", help="print the first N losses only")
@@ -86,6 +103,8 @@ def main(argv=None) -> int:
     subprocess.run([sys.executable, os.path.join(REPO, "tools", "demo.py"), "--config-file",
                     os.path.join(REPO, CONFIG), "--output", os.path.join(out, "predictions"),
                     "--input", *frames, "MODEL.WEIGHTS", os.path.join(out, "model_final.pth")], check=True)
+    # one source and one target frame (the demo names the second 00000.png "00000_1.png")
+    picture(frames[:2], [os.path.join(out, "predictions", n) for n in ("00000.png", "00000_1.png")])
     minutes, seconds = divmod(round(time.time() - start), 60)
     record = {"command": "python tools/quickstart_figures.py", "config": CONFIG,
               "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -96,7 +115,8 @@ def main(argv=None) -> int:
         json.dump(record, f, indent=1)
     print("\n" + tables(summary))
     print(f"\nquick start: {minutes} min {seconds} s (training, evaluation and demo); "
-          f"figures and the first {FINGERPRINT_ITERS} losses written to {os.path.relpath(FIGURES, REPO)}")
+          f"figures and the first {FINGERPRINT_ITERS} losses written to {os.path.relpath(FIGURES, REPO)}, "
+          f"the picture to {os.path.relpath(PICTURE, REPO)}")
     return 0
 
 

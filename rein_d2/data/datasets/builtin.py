@@ -13,10 +13,11 @@ _SYNTHIA = """  synthia/RGB/*.png
   synthia/GT/LABELS_trainid/*.png  (written by datasets/prepare_synthia.py)"""
 _BDD = """  bdd100k/images/10k/{train,val}/*.jpg
   bdd100k/labels/sem_seg/masks/{train,val}/*.png   (train ids; checked by datasets/prepare_bdd100k.py)"""
-_MAPILLARY = """  mapillary/{training,validation}/images/*.jpg
-  mapillary/{training,validation}/v1.2/labels/*.png
-  mapillary/config_v1.2.json
-  mapillary/{training,validation}/v1.2/labels_trainid/*.png  (datasets/prepare_mapillary.py)"""
+_MAPILLARY = """  mapillary/config_v1.2.json                 (older v1.x archives: config.json)
+  mapillary/{training,validation}/images/*.jpg
+  mapillary/{training,validation}/v1.2/labels/*.png   (older v1.x archives: <split>/labels/*.png)
+  mapillary/{training,validation}/v1.2/labels_trainid/*.png  (datasets/prepare_mapillary.py)
+  mapillary/validation/half/{images,labels_trainid}/         (datasets/prepare_mapillary.py)"""
 _ACDC = """  acdc/rgb_anon/<fog|night|rain|snow>/{train,val}/<seq>/*_rgb_anon.png
   acdc/gt/<fog|night|rain|snow>/{train,val}/<seq>/*_gt_labelTrainIds.png"""
 
@@ -39,11 +40,17 @@ for _split, _n in (("train", 7000), ("val", 1000)):
         image_dir=f"bdd100k/images/10k/{_split}", label_dir=f"bdd100k/labels/sem_seg/masks/{_split}",
         image_suffix=".jpg", label_suffix=".png", eval_size=(1280, 720),
         layout=_BDD, script="datasets/prepare_bdd100k.py", size=_n)
-# Mapillary val is evaluated halved then resized to 1024x512 keeping the aspect ratio; the
-# evaluation pipeline reads eval_size (1024, 512) as that target, not as an exact resize.
-for _split, _dir, _n in (("train", "training", 18000), ("val", "validation", 2000)):
-    DATASETS[f"mapillary_{_split}"] = dict(
-        image_dir=f"mapillary/{_dir}/images", label_dir=f"mapillary/{_dir}/v1.2/labels_trainid",
+# Mapillary val as the reference scores it: image and label halved beforehand (written by
+# datasets/prepare_mapillary.py), then the image resized to 1024x512 with the aspect ratio kept
+# (eval_size is that target, not an exact resize). mapillary_val_full: full-resolution labels.
+for _name, _dir, _images, _labels, _n in (
+        ("mapillary_train", "training", None, None, 18000),
+        ("mapillary_val", "validation", "mapillary/validation/half/images",
+         "mapillary/validation/half/labels_trainid", 2000),
+        ("mapillary_val_full", "validation", None, None, 2000)):
+    DATASETS[_name] = dict(
+        image_dir=_images or f"mapillary/{_dir}/images",
+        label_dir=_labels or f"mapillary/{_dir}/v1.2/labels_trainid",
         image_suffix=".jpg", label_suffix=".png", eval_size=(1024, 512),
         layout=_MAPILLARY, script="datasets/prepare_mapillary.py", size=_n)
 ACDC_SIZES = {"fog": (400, 100), "night": (400, 106), "rain": (400, 100), "snow": (400, 100)}

@@ -75,6 +75,7 @@ def load_sem_seg_pairs(name, image_dir, label_dir, image_suffix, label_suffix, l
         raise FileNotFoundError(
             f"Dataset '{name}': no '*{image_suffix}' images under {image_dir} (empty split): "
             f"download or extract the images there (layout: datasets/README.md)")
+    _refuse_misaligned_trees(name, images, labels, image_dir, label_dir)
     for what, have, lack, lack_dir, lack_suffix in (
         ("image", images, labels, label_dir, label_suffix),
         ("label", labels, images, image_dir, image_suffix),
@@ -87,6 +88,25 @@ def load_sem_seg_pairs(name, image_dir, label_dir, image_suffix, label_suffix, l
                 f"'*{lack_suffix}' under {lack_dir} (run {script}?); first ones:\n  {shown}"
             )
     return [{"file_name": images[s], "sem_seg_file_name": labels[s]} for s in sorted(images)]
+
+
+def _refuse_misaligned_trees(name, images, labels, image_dir, label_dir):
+    """Unpaired images and labels that pair by file name but sit in other sub-folders (an
+    extra folder level on one side, from unpacking an archive into a folder of its own): say
+    that the trees do not line up and show one such pair, rather than suggest a preparation
+    run that would not help."""
+    unpaired_labels = {}
+    for stem in set(labels) - set(images):
+        unpaired_labels.setdefault(os.path.basename(stem), stem)
+    for stem in sorted(set(images) - set(labels)):
+        other = unpaired_labels.get(os.path.basename(stem))
+        if other is not None:
+            raise FileNotFoundError(
+                f"Dataset '{name}': the image and label trees do not line up. The image\n  "
+                f"{images[stem]}\nhas the label\n  {labels[other]}\nbut their paths below "
+                f"{image_dir} and {label_dir} differ ('{os.path.dirname(stem) or '.'}' against "
+                f"'{os.path.dirname(other) or '.'}'): move the files so that each image and its "
+                f"label have the same sub-folders (layout: datasets/README.md)")
 
 
 def dataset_dicts_checked(name):
@@ -299,14 +319,20 @@ def read_label(path, flags=cv2.IMREAD_UNCHANGED):
 
 
 def check_train_ids(path):
-    """Raise naming the file if an (already train-id) label holds a value outside 0..18, 255."""
-    arr = read_label(path)
+    """Raise naming the file if an (already train-id) label is not one channel or holds a
+    value outside 0..18, 255. Read with PIL, as the training and evaluation loaders read it: a
+    palette PNG holds its ids as palette indices (OpenCV would expand them to colours)."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        arr = np.asarray(img)
+    if arr.ndim != 2:
+        raise ValueError(f"{path}: not a single-channel label (shape {arr.shape}, PIL mode "
+                         f"{img.mode}): expected one train id per pixel")
     bad = sorted(set(np.unique(arr).tolist()) - VALID_TRAIN_IDS)
-    if arr.ndim != 2 or bad:
-        raise ValueError(
-            f"{path}: not a single-channel train-id label"
-            + (f": values {bad[:10]} outside 0..18 and 255" if bad else f" (shape {arr.shape})")
-        )
+    if bad:
+        raise ValueError(f"{path}: values {bad[:10]} outside the train ids 0..18 and 255 "
+                         f"(ignore): is this an unconverted label?")
     return arr
 
 
