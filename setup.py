@@ -8,6 +8,12 @@ setup(
     description="Rein (CVPR 2024) for domain-generalized semantic segmentation in Detectron2",
     packages=find_packages(include=["rein_d2", "rein_d2.*"]),
     python_requires=">=3.10",
-    install_requires=["torch>=2.1", "torchvision", "timm>=1.0.9", "scipy", "numpy<2",
-                      "opencv-python-headless", "fvcore", "pycocotools"],
+    # What rein_d2 itself imports, with the widest bounds known to work. numpy 2 is fine:
+    # rein_d2 reads labels for detectron2's SemSegEvaluator itself (its default reader fails
+    # on numpy 2). OpenCV is not listed: any distribution of it provides cv2 (opencv-python,
+    # -headless, -contrib, a conda or source build), and listing one installs a second copy
+    # beside a user's; `pip install -e .[opencv]` adds the headless build where none is.
+    install_requires=["torch>=2.1", "torchvision", "timm>=1.0.9", "scipy", "numpy>=1.23",
+                      "fvcore", "pycocotools>=2.0.2", "Pillow", "tabulate", "tqdm", "matplotlib"],
+    extras_require={"opencv": ["opencv-python-headless"]},
 )

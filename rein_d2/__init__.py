@@ -2,6 +2,13 @@
 
 Importing the package registers its backbones, its meta-architecture and its datasets.
 """
+try:
+    import cv2  # noqa: F401  (any OpenCV distribution; setup.py lists none, see there)
+except ImportError as e:  # pragma: no cover - depends on the environment
+    raise ImportError("rein_d2 needs OpenCV's cv2 module, and none is importable: install one "
+                      "distribution of it, e.g. `pip install opencv-python-headless` (or "
+                      "`pip install -e .[opencv]`)") from e
+
 from .config import add_rein_config, load_config
 from . import modeling  # noqa: F401  (registration on import)
 from . import data  # noqa: F401

@@ -96,17 +96,40 @@ def test_per_dataset_and_mean_miou_match_hand_computation(tmp_path, cfg):
     assert summary.iou[b][0] == pytest.approx(50)
     assert summary.miou[b] == pytest.approx(25)
     assert summary.mean_miou == pytest.approx((100 * (32 / 48) / 2 + 25) / 2)
+    # aAcc: pixels right of all valid ones; mAcc: per class present in the labels
+    assert summary.aacc[a] == pytest.approx(50) and summary.macc[a] == pytest.approx(100 * (32 / 48) / 2)
+    assert summary.aacc[b] == pytest.approx(50) and summary.macc[b] == pytest.approx(50)
+    assert summary.mean_aacc == pytest.approx(50) and summary.source == []
 
     out = tmp_path / "out"
     data = json.loads((out / "dg_summary.json").read_text())
     assert data["mean_mIoU"] == pytest.approx(summary.mean_miou)
     assert set(data["mIoU"]) == {a, b}
     rows = list(csv.reader(open(out / "dg_summary.csv")))
-    assert rows[0] == ["target", "mIoU"] + CLASSES and rows[-1][0] == "mean"
-    assert float(rows[1][1]) == pytest.approx(summary.miou[a], abs=1e-3)
+    assert rows[0] == ["dataset", "domain", "mIoU", "mAcc", "aAcc"] + CLASSES
+    assert rows[-1][0] == "mean over targets" and rows[1][1] == "target"
+    assert float(rows[1][2]) == pytest.approx(summary.miou[a], abs=1e-3)
+    assert float(rows[1][4]) == pytest.approx(50, abs=1e-3)
     assert (out / "dg_summary.png").stat().st_size > 1000
     table = summary.table()
-    assert a in table and "mean" in table and f"{summary.mean_miou:.2f}" in table
+    assert a in table and "mean over targets" in table and f"{summary.mean_miou:.2f}" in table
+
+
+def test_a_test_set_of_the_training_domain_is_reported_apart_from_the_mean(tmp_path, cfg):
+    """Training on domain "x": its validation set is the source, outside the DG mean."""
+    a, b = target_a(tmp_path), target_b(tmp_path)
+    for name, domain in ((a, "x"), (b, "y")):
+        MetadataCatalog.get(name).set(domain=domain)
+    train = f"dg_train_{uuid.uuid4().hex[:8]}"
+    MetadataCatalog.get(train).set(domain="x")
+    cfg.DATASETS.TRAIN = (train,)
+    summary = evaluate_domain_generalization(cfg, RedIsClassB(), [a, b], output_dir=str(tmp_path / "o"))
+    assert summary.source == [a] and summary.targets == [b]
+    assert summary.mean_miou == pytest.approx(summary.miou[b]) == pytest.approx(25)
+    table = summary.table()
+    assert f"| {a} " in table and "source" in table
+    data = json.loads((tmp_path / "o" / "dg_summary.json").read_text())
+    assert data["source"] == [a] and data["targets"] == [b] and data["mean_mIoU"] == pytest.approx(25)
 
 
 def test_label_values_outside_the_classes_name_the_file(tmp_path, cfg):

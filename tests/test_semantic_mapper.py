@@ -231,7 +231,7 @@ def test_distortion_keeps_uint8_range_and_leaves_labels():
     assert np.array_equal(PhotometricDistortionTransform(contrast=1.5).apply_image(px),
                           [[[255, 150, 75]]])
     shifted = PhotometricDistortionTransform(hue=-18).apply_image(px)
-    h = cv2.cvtColor(px, cv2.COLOR_RGB2HSV)[0, 0, 0]
+    h = int(cv2.cvtColor(px, cv2.COLOR_RGB2HSV)[0, 0, 0])  # (a uint8 would wrap under numpy 2)
     assert cv2.cvtColor(shifted, cv2.COLOR_RGB2HSV)[0, 0, 0] in {(h - 18) % 180, (h - 19) % 180,
                                                                   (h - 17) % 180}
 

@@ -7,11 +7,12 @@ import pytest
 import torch
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
-from detectron2.evaluation import SemSegEvaluator, inference_on_dataset
+from detectron2.evaluation import inference_on_dataset
 from PIL import Image
 
 from rein_d2 import add_rein_config
 from rein_d2.data import SemanticDatasetMapper
+from rein_d2.evaluation import semantic_evaluator
 from rein_d2.modeling import SemanticSegmentorWithTTA
 from test_meta_arch import mini_model
 
@@ -112,10 +113,10 @@ def test_inference_on_dataset_with_the_mapper_and_sem_seg_evaluator(model, tiny_
     name, dicts = tiny_dataset
     cfg = add_rein_config(get_cfg())
     loader = build_detection_test_loader(dicts, mapper=SemanticDatasetMapper(cfg, is_train=False))
-    results = inference_on_dataset(model, loader, SemSegEvaluator(name, output_dir=str(tmp_path)))
+    results = inference_on_dataset(model, loader, semantic_evaluator(name, output_dir=str(tmp_path)))
     check_metrics(results["sem_seg"])
     tta = SemanticSegmentorWithTTA(tta_cfg([48, 64], True), model)
-    results = inference_on_dataset(tta, loader, SemSegEvaluator(name, distributed=False))
+    results = inference_on_dataset(tta, loader, semantic_evaluator(name))
     check_metrics(results["sem_seg"])
 
 
@@ -124,7 +125,7 @@ def test_sem_seg_evaluator_scores_ground_truth_and_a_constant_guess(tiny_dataset
     labels = [np.array(Image.open(d["sem_seg_file_name"])) for d in dicts]
 
     def evaluate(predict):
-        evaluator = SemSegEvaluator(name, distributed=False)
+        evaluator = semantic_evaluator(name)  # detectron2's, with a label reader for numpy 1 and 2
         evaluator.reset()
         for d, label in zip(dicts, labels):
             classes = torch.from_numpy(predict(label)).long()

@@ -20,8 +20,8 @@ whl=$(ls "$tmp"/*.whl | head -n1)
 name=$(basename "$whl" | cut -d- -f1-2)
 cp "$whl" "$tmp/${name}-py3-none-any.whl"
 "$PY" -m pip install --no-deps "$tmp/${name}-py3-none-any.whl"
-# detectron2's own runtime dependencies (as in its setup.py), numpy pinned below 2.
-"$PY" -m pip install "numpy<2" "Pillow>=7.1" "matplotlib" "pycocotools>=2.0.2" "termcolor>=1.1" \
+# detectron2's own runtime dependencies (as in its setup.py); make setup pins their versions.
+"$PY" -m pip install "numpy" "Pillow>=7.1" "matplotlib" "pycocotools>=2.0.2" "termcolor>=1.1" \
   "yacs>=0.1.8" "tabulate" "cloudpickle" "tqdm>4.29.0" "tensorboard" "fvcore>=0.1.5,<0.1.6" \
   "iopath>=0.1.7,<0.1.10" "omegaconf>=2.1,<2.4" "hydra-core>=1.1" "black" "packaging"
 "$PY" -c "import detectron2; print('detectron2', detectron2.__version__)"

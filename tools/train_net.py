@@ -9,7 +9,10 @@
     python tools/train_net.py --config-file ... --eval-only --resume  # OUTPUT_DIR's last checkpoint
     python tools/train_net.py --config-file ... --num-gpus 8        # DDP through detectron2's launch
 
-Evaluation covers every DATASETS.TEST target at its evaluation size and reports the mean.
+Evaluation covers every DATASETS.TEST target at its evaluation size and reports the mean over
+the target domains (a test set of the training domain is reported apart). Instance and
+panoptic datasets are scored by the detectron2 evaluator of their evaluator_type (mask AP, PQ).
+TEST.AUG.ENABLED adds a flip / multi-scale test-time-augmentation evaluation (keys *_TTA).
 Flags (--resume, --eval-only, --num-gpus) go before the KEY VALUE overrides. Wrong weights, a
 config that does not fit the checkpoint, a diverging run and a failed save each stop the run
 with one line saying what to do, and exit status 2.
@@ -17,7 +20,7 @@ with one line saying what to do, and exit status 2.
 import logging
 import sys
 
-from detectron2.engine import default_argument_parser, launch
+from detectron2.engine import default_argument_parser, hooks, launch
 from torch.multiprocessing import ProcessExitedException
 
 from rein_d2 import load_config
@@ -45,7 +48,10 @@ def evaluate(cfg, resume: bool):
         logger.warning("--resume: no last_checkpoint in %s; evaluating MODEL.WEIGHTS / "
                        "MODEL.TRAINED_WEIGHTS", cfg.OUTPUT_DIR)
     load_model_weights(cfg, model, resume_file=last)
-    return ReinTrainer.test(cfg, model)
+    results = ReinTrainer.test(cfg, model)
+    if cfg.TEST.AUG.ENABLED:
+        results.update(ReinTrainer.test_with_TTA(cfg, model))
+    return results
 
 
 def main(args):
@@ -55,6 +61,8 @@ def main(args):
             return evaluate(cfg, args.resume)
         trainer = ReinTrainer(cfg)
         trainer.resume_or_load(resume=args.resume)
+        if cfg.TEST.AUG.ENABLED:  # as Mask2Former: the TTA evaluation after training
+            trainer.register_hooks([hooks.EvalHook(0, lambda: trainer.test_with_TTA(cfg, trainer.model))])
         return trainer.train()
     except (UserError, TrainingDiverged) as e:
         print(f"error: {e}", file=sys.stderr)

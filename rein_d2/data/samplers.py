@@ -13,25 +13,24 @@ import random
 import numpy as np
 import torch
 from detectron2.data.common import DatasetFromList
-from detectron2.data.samplers import TrainingSampler
+from detectron2.data.samplers import (RandomSubsetTrainingSampler, RepeatFactorTrainingSampler,
+                                      TrainingSampler)
 from torch.utils.data import Dataset
 
-__all__ = ["ResumableTrainingSampler", "PositionedDataset", "SeededMapper", "seeded_rngs"]
+__all__ = ["ResumableSampler", "ResumableTrainingSampler", "ResumableRepeatFactorSampler",
+           "ResumableRandomSubsetSampler", "build_resumable_sampler", "PositionedDataset", "SeededMapper", "seeded_rngs"]
 
 POSITION_KEY = "_rein_stream_position"
 
 
-class ResumableTrainingSampler(TrainingSampler):
-    """detectron2's seeded infinite sampler that can skip the indices already consumed, so a
-    resumed run sees the same images in the same order as an uninterrupted one.
+class ResumableSampler:
+    """Mixin for detectron2's infinite samplers (whose ``__iter__`` shards
+    ``_infinite_indices`` across processes): skip the first ``skip`` indices of the global
+    stream, and yield each index as ``position * dataset_size + index``, tagging it with its
+    position in that stream (before sharding), which :class:`PositionedDataset` decodes."""
 
-    It yields ``position * size + index``: the dataset index tagged with its position in the
-    global stream (before sharding across processes), which :class:`PositionedDataset` decodes.
-    """
-
-    def __init__(self, size: int, shuffle: bool = True, seed=None):
-        super().__init__(size, shuffle, seed)
-        self.skip = 0  # indices of the global stream to skip (set before iteration starts)
+    skip = 0  # indices of the global stream to skip (set before iteration starts)
+    dataset_size = None
 
     @property
     def seed(self) -> int:
@@ -40,7 +39,50 @@ class ResumableTrainingSampler(TrainingSampler):
     def _infinite_indices(self):
         for position, index in enumerate(super()._infinite_indices()):
             if position >= self.skip:
-                yield position * self._size + int(index)
+                yield position * self.dataset_size + int(index)
+
+
+class ResumableTrainingSampler(ResumableSampler, TrainingSampler):
+    """detectron2's TrainingSampler, resumable (see :class:`ResumableSampler`)."""
+
+    def __init__(self, size: int, shuffle: bool = True, seed=None):
+        super().__init__(size, shuffle, seed)
+        self.dataset_size = size
+
+
+class ResumableRepeatFactorSampler(ResumableSampler, RepeatFactorTrainingSampler):
+    """detectron2's RepeatFactorTrainingSampler (LVIS-style repeat factor sampling), resumable."""
+
+    def __init__(self, repeat_factors, *, shuffle: bool = True, seed=None):
+        super().__init__(repeat_factors, shuffle=shuffle, seed=seed)
+        self.dataset_size = len(repeat_factors)
+
+
+class ResumableRandomSubsetSampler(ResumableSampler, RandomSubsetTrainingSampler):
+    """detectron2's RandomSubsetTrainingSampler, resumable."""
+
+    def __init__(self, size: int, subset_ratio: float, shuffle: bool = True, seed=None):
+        super().__init__(size, subset_ratio, shuffle=shuffle, seed_shuffle=seed, seed_subset=seed)
+        self.dataset_size = size
+
+
+def build_resumable_sampler(cfg, dataset_dicts):
+    """The sampler DATALOADER.SAMPLER_TRAIN names, in its resumable form, seeded with SEED."""
+    name, seed = cfg.DATALOADER.SAMPLER_TRAIN, (cfg.SEED if cfg.SEED >= 0 else None)
+    if name == "TrainingSampler":
+        return ResumableTrainingSampler(len(dataset_dicts), seed=seed)
+    if name == "RepeatFactorTrainingSampler":
+        if not all("annotations" in d for d in dataset_dicts):
+            raise ValueError("DATALOADER.SAMPLER_TRAIN RepeatFactorTrainingSampler repeats images "
+                             "by the frequency of their instance categories, but the training "
+                             "dicts have no 'annotations' (a semantic dataset): use TrainingSampler")
+        factors = RepeatFactorTrainingSampler.repeat_factors_from_category_frequency(
+            dataset_dicts, cfg.DATALOADER.REPEAT_THRESHOLD, sqrt=cfg.DATALOADER.REPEAT_SQRT)
+        return ResumableRepeatFactorSampler(factors, seed=seed)
+    if name == "RandomSubsetTrainingSampler":
+        return ResumableRandomSubsetSampler(len(dataset_dicts), cfg.DATALOADER.RANDOM_SUBSET_RATIO, seed=seed)
+    raise ValueError(f"DATALOADER.SAMPLER_TRAIN {name!r} is not supported; choose TrainingSampler, "
+                     f"RepeatFactorTrainingSampler or RandomSubsetTrainingSampler")
 
 
 class PositionedDataset(Dataset):

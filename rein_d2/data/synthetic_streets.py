@@ -748,6 +748,7 @@ def register_synthetic_streets(root=None, n_train=200, n_val=50, size=(256, 512)
             image_root=os.path.join(split_root(), split, "images"),
             sem_seg_root=os.path.join(split_root(), split, "labels"),
             style=style,
+            domain=f"synthstreets_{style}",  # source val shares the training domain
         )
     return list(SPLITS)
 

@@ -8,7 +8,7 @@ import weakref
 from collections import OrderedDict
 
 import torch
-from detectron2.data import DatasetCatalog, build_detection_train_loader
+from detectron2.data import MetadataCatalog, build_detection_train_loader, get_detection_dataset_dicts
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, hooks
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import print_csv_format
@@ -16,7 +16,9 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..data import PositionedDataset, ResumableTrainingSampler, SeededMapper, build_train_mapper
-from ..evaluation import evaluate_domain_generalization
+from ..data.samplers import ResumableSampler, build_resumable_sampler
+from ..evaluation import build_evaluator, build_test_loader, evaluate_domain_generalization
+from ..modeling.test_time_augmentation import SemanticSegmentorWithTTA
 from .checkpoint import LightCheckpointer, RNGState, load_model_weights
 from .hooks import EarlyPeriodicWriter, LossSpikeGuard, TrainingDiverged, divergence_message
 from .optimizer import build_lr_scheduler, build_optimizer
@@ -62,36 +64,64 @@ class ReinTrainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        dataset = [d for name in cfg.DATASETS.TRAIN for d in DatasetCatalog.get(name)]
-        seed = cfg.SEED if cfg.SEED >= 0 else None
-        sampler = ResumableTrainingSampler(len(dataset), seed=seed)
+        # detectron2's dataset dicts (FILTER_EMPTY_ANNOTATIONS drops images without instances)
+        # and the sampler of DATALOADER.SAMPLER_TRAIN, in a resumable form.
+        dataset = get_detection_dataset_dicts(
+            cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
+        sampler = build_resumable_sampler(cfg, dataset)
         # Each sample's augmentations are drawn from (seed, its place in the stream), so a
         # resumed run repeats them with any number of workers; the loader's own seeded
         # generator keeps its start-up draw off the global torch RNG that resume restores.
         loader = build_detection_train_loader(
-            cfg, dataset=PositionedDataset(dataset), sampler=sampler, seed=seed,
+            cfg, dataset=PositionedDataset(dataset), sampler=sampler,
+            seed=cfg.SEED if cfg.SEED >= 0 else None,
             mapper=SeededMapper(build_train_mapper(cfg), sampler.seed))
         loader.rein_sampler = sampler  # for resume_or_load: the loader wraps it deeply
         return loader
 
     @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        """detectron2's evaluator for the dataset's evaluator_type (rein_d2.evaluation.EVALUATORS)."""
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return build_evaluator(cfg, dataset_name, output_folder)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_test_loader(cfg, dataset_name)
+
+    @classmethod
     def test(cls, cfg, model, evaluators=None):
-        """Every DATASETS.TEST target at its evaluation size; results as detectron2 reports
-        them, plus the mean over targets."""
-        if not cfg.DATASETS.TEST:
+        """Semantic targets only, no evaluators given: the domain-generalization evaluation
+        (every target at its evaluation size, the mean over target domains, the source domain
+        apart, the summary table and files). Otherwise detectron2's DefaultTrainer.test with
+        ``evaluators`` or those of build_evaluator (PQ, mask AP, mIoU by evaluator_type)."""
+        names = list(cfg.DATASETS.TEST)
+        if not names:
             return OrderedDict()
+        semantic = all(MetadataCatalog.get(n).get("evaluator_type", None) == "sem_seg" for n in names)
+        if evaluators is not None or not semantic:
+            return super().test(cfg, model, evaluators)
         was_training = model.training
-        out_dir = os.path.join(cfg.OUTPUT_DIR, "inference")
         try:
-            summary = evaluate_domain_generalization(cfg, model, list(cfg.DATASETS.TEST), out_dir)
+            summary = evaluate_domain_generalization(cfg, model, names, os.path.join(cfg.OUTPUT_DIR, "inference"))
         finally:
             model.train(was_training)
-        results = OrderedDict((name, {"mIoU": m}) for name, m in summary.miou.items())
+        results = OrderedDict((n, {"mIoU": summary.miou[n], "mAcc": summary.macc[n], "aAcc": summary.aacc[n]})
+                              for n in summary.miou)
+        if summary.targets:
+            results["mean_over_targets"] = {"mIoU": summary.mean_miou, "mAcc": summary.mean_macc,
+                                            "aAcc": summary.mean_aacc}
         if summary.miou:
-            results["mean"] = {"mIoU": summary.mean_miou}
             logger.info("Domain generalization:\n" + summary.table())
             print_csv_format(results)
         return results
+
+    @classmethod
+    def test_with_TTA(cls, cfg, model):
+        """test() with flip / multi-scale test-time augmentation (TEST.AUG.*); keys end in _TTA."""
+        logger.info("Running inference with test-time augmentation ...")
+        results = cls.test(cfg, SemanticSegmentorWithTTA(cfg, model))
+        return OrderedDict((name + "_TTA", v) for name, v in results.items())
 
     def build_hooks(self):
         # Called at the end of DefaultTrainer.__init__: swap in the light, atomic checkpointer
@@ -131,7 +161,7 @@ class ReinTrainer(DefaultTrainer):
                                "the order the workers deliver them, so the resumed run's batches "
                                "may differ; set it False for an exact resume")
             sampler = getattr(self.data_loader, "rein_sampler", None)
-            if isinstance(sampler, ResumableTrainingSampler):
+            if isinstance(sampler, ResumableSampler):
                 sampler.skip = self.start_iter * self.cfg.SOLVER.IMS_PER_BATCH
             if "rng" in extra:
                 self.checkpointer.checkpointables["rng"].load_state_dict(extra["rng"])

@@ -1,6 +1,10 @@
-"""Evaluation beyond detectron2's evaluators: multi-target domain-generalization runs."""
+"""Evaluation: multi-target domain-generalization runs, and detectron2's evaluators chosen by
+a dataset's evaluator_type."""
 from .domain_generalization import (DGSummary, DGTestMapper, eval_resize_shape,
-                                    evaluate_domain_generalization, label_loader)
+                                    evaluate_domain_generalization, label_loader, semantic_evaluator,
+                                    semantic_test_loader, source_datasets)
+from .evaluators import EVALUATORS, build_evaluator, build_test_loader
 
-__all__ = ["DGSummary", "DGTestMapper", "eval_resize_shape", "evaluate_domain_generalization",
-           "label_loader"]
+__all__ = ["DGSummary", "DGTestMapper", "EVALUATORS", "build_evaluator", "build_test_loader",
+           "eval_resize_shape", "evaluate_domain_generalization", "label_loader",
+           "semantic_evaluator", "semantic_test_loader", "source_datasets"]

@@ -21,7 +21,7 @@ from ..data.dataset_mappers.instance import read_image_checked
 from ..data.datasets.common import dataset_dicts_checked
 
 __all__ = ["DGSummary", "DGTestMapper", "evaluate_domain_generalization", "eval_resize_shape",
-           "label_loader"]
+           "label_loader", "semantic_evaluator", "semantic_test_loader", "source_datasets"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,19 +100,45 @@ def label_loader(num_classes: int, ignore_label: int):
 
 @dataclass
 class DGSummary:
+    """Per-dataset scores of one model. Datasets of a training domain (``source``) are reported
+    on their own rows and left out of the means, which are over the target domains only."""
     classes: List[str]
     miou: Dict[str, float] = field(default_factory=dict)  # dataset -> mIoU (percent)
     iou: Dict[str, List[float]] = field(default_factory=dict)  # dataset -> per-class IoU
+    macc: Dict[str, float] = field(default_factory=dict)  # dataset -> mean class accuracy
+    aacc: Dict[str, float] = field(default_factory=dict)  # dataset -> pixel accuracy (aAcc)
+    source: List[str] = field(default_factory=list)  # datasets of a training domain
+
+    @property
+    def targets(self) -> List[str]:
+        return [n for n in self.miou if n not in self.source]
+
+    def _mean(self, scores: Dict[str, float]) -> float:
+        values = [scores[n] for n in self.targets if n in scores]
+        return float(np.mean(values)) if values else float("nan")
 
     @property
     def mean_miou(self) -> float:
-        return float(np.mean(list(self.miou.values()))) if self.miou else float("nan")
+        """mIoU averaged over the target domains (the source domain's own is not a DG score)."""
+        return self._mean(self.miou)
+
+    @property
+    def mean_macc(self) -> float:
+        return self._mean(self.macc)
+
+    @property
+    def mean_aacc(self) -> float:
+        return self._mean(self.aacc)
+
+    def role(self, name: str) -> str:
+        return "source" if name in self.source else "target"
 
     def table(self) -> str:
-        rows = [[name, m] for name, m in self.miou.items()] + [["mean", self.mean_miou]]
+        rows = [[n, self.role(n), self.miou[n], self.macc.get(n), self.aacc.get(n)] for n in self.miou]
+        rows.append(["mean over targets", "", self.mean_miou, self.mean_macc, self.mean_aacc])
         per_class = [[c] + [self.iou[n][i] for n in self.iou] for i, c in enumerate(self.classes)]
         fmt = dict(tablefmt="pipe", floatfmt=".2f")
-        return (tabulate(rows, headers=["target", "mIoU"], **fmt) + "\n\n"
+        return (tabulate(rows, headers=["dataset", "domain", "mIoU", "mAcc", "aAcc"], **fmt) + "\n\n"
                 + tabulate(per_class, headers=["class"] + list(self.iou), **fmt))
 
     def write(self, output_dir: str) -> Dict[str, str]:
@@ -120,14 +146,20 @@ class DGSummary:
         os.makedirs(output_dir, exist_ok=True)
         paths = {ext: os.path.join(output_dir, f"dg_summary.{ext}") for ext in ("json", "csv", "png")}
         with open(paths["json"], "w") as f:
-            json.dump({"mIoU": self.miou, "mean_mIoU": self.mean_miou, "classes": self.classes,
-                       "IoU": self.iou}, f, indent=2)
+            json.dump({"mIoU": self.miou, "mAcc": self.macc, "aAcc": self.aacc,
+                       "source": self.source, "targets": self.targets,
+                       "mean_mIoU": self.mean_miou, "mean_mAcc": self.mean_macc,
+                       "mean_aAcc": self.mean_aacc, "classes": self.classes, "IoU": self.iou},
+                      f, indent=2)
         with open(paths["csv"], "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["target", "mIoU"] + self.classes)
-            for name, m in self.miou.items():
-                writer.writerow([name, f"{m:.4f}"] + [f"{v:.4f}" for v in self.iou[name]])
-            writer.writerow(["mean", f"{self.mean_miou:.4f}"])
+            writer.writerow(["dataset", "domain", "mIoU", "mAcc", "aAcc"] + self.classes)
+            for n, m in self.miou.items():
+                writer.writerow([n, self.role(n), f"{m:.4f}", f"{self.macc.get(n, float('nan')):.4f}",
+                                 f"{self.aacc.get(n, float('nan')):.4f}"]
+                                + [f"{v:.4f}" for v in self.iou[n]])
+            writer.writerow(["mean over targets", "", f"{self.mean_miou:.4f}", f"{self.mean_macc:.4f}",
+                             f"{self.mean_aacc:.4f}"])
         self._plot(paths["png"])
         return paths
 
@@ -136,10 +168,11 @@ class DGSummary:
         matplotlib.use("Agg")  # files only, no display
         import matplotlib.pyplot as plt
 
-        names = list(self.miou) + ["mean"]
+        names = [f"{n}\n(source)" if n in self.source else n for n in self.miou] + ["mean over\ntargets"]
         values = list(self.miou.values()) + [self.mean_miou]
+        colours = ["#999999" if n in self.source else "#4c72b0" for n in self.miou] + ["#dd8452"]
         fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 3.5))
-        bars = ax.bar(names, values, color=["#4c72b0"] * (len(names) - 1) + ["#dd8452"])
+        bars = ax.bar(names, values, color=colours)
         ax.bar_label(bars, fmt="%.1f")
         ax.set_ylabel("mIoU (%)")
         ax.set_ylim(0, 100)
@@ -149,11 +182,32 @@ class DGSummary:
         plt.close(fig)
 
 
+def semantic_test_loader(cfg, name: str):
+    """detectron2's test loader over ``name``, each image at the dataset's evaluation size."""
+    mapper = DGTestMapper(cfg.INPUT.FORMAT, MetadataCatalog.get(name).get("eval_size", None))
+    dicts = dataset_dicts_checked(name)  # an empty split: say which and where it looked
+    return build_detection_test_loader(dicts, mapper=mapper, num_workers=cfg.DATALOADER.NUM_WORKERS)
+
+
+def semantic_evaluator(name: str, output_dir: Optional[str] = None) -> SemSegEvaluator:
+    """detectron2's SemSegEvaluator with a label reader that checks the labels' values."""
+    meta = MetadataCatalog.get(name)
+    return SemSegEvaluator(name, output_dir=output_dir,
+                           sem_seg_loading_fn=label_loader(len(meta.stuff_classes), meta.ignore_label))
+
+
+def source_datasets(dataset_names: Sequence[str], train_names: Sequence[str]) -> List[str]:
+    """The datasets of ``dataset_names`` whose metadata ``domain`` is that of a training
+    dataset (e.g. cityscapes_rein_val when training on cityscapes_rein_train)."""
+    domains = {MetadataCatalog.get(n).get("domain", None) for n in train_names} - {None}
+    return [n for n in dataset_names if MetadataCatalog.get(n).get("domain", None) in domains]
+
+
 def evaluate_domain_generalization(cfg, model, dataset_names: Sequence[str],
                                    output_dir: Optional[str] = None) -> DGSummary:
     """Evaluate ``model`` on every dataset of ``dataset_names`` (registered semantic datasets
     whose metadata may give ``eval_size``) and return (and, with ``output_dir``, write) the
-    summary."""
+    summary. Datasets of a cfg.DATASETS.TRAIN domain are reported as source, outside the mean."""
     if not dataset_names:
         raise ValueError("no target datasets given (DATASETS.TEST is empty)")
     classes = None
@@ -162,24 +216,20 @@ def evaluate_domain_generalization(cfg, model, dataset_names: Sequence[str],
         meta = MetadataCatalog.get(name)
         if classes is None:
             classes = list(meta.stuff_classes)
-            summary = DGSummary(classes)
+            summary = DGSummary(classes, source=source_datasets(dataset_names, cfg.DATASETS.TRAIN))
         elif list(meta.stuff_classes) != classes:
             raise ValueError(f"{name} has other classes than {dataset_names[0]}: a DG summary "
                              "needs one label space")
-        mapper = DGTestMapper(cfg.INPUT.FORMAT, getattr(meta, "eval_size", None))
-        dicts = dataset_dicts_checked(name)  # an empty split: say which and where it looked
-        loader = build_detection_test_loader(dicts, mapper=mapper,
-                                             num_workers=cfg.DATALOADER.NUM_WORKERS)
-        evaluator = SemSegEvaluator(
-            name, output_dir=os.path.join(output_dir, name) if output_dir else None,
-            sem_seg_loading_fn=label_loader(len(classes), meta.ignore_label))
-        result = inference_on_dataset(model, loader, evaluator)
+        evaluator = semantic_evaluator(name, os.path.join(output_dir, name) if output_dir else None)
+        result = inference_on_dataset(model, semantic_test_loader(cfg, name), evaluator)
         if not comm.is_main_process():
             continue  # detectron2 evaluators gather results on the main process only
         result = result["sem_seg"]
         summary.miou[name] = result["mIoU"]
         summary.iou[name] = [result[f"IoU-{c}"] for c in classes]
-        logger.info("%s: mIoU %.2f", name, result["mIoU"])
+        summary.macc[name], summary.aacc[name] = result["mACC"], result["pACC"]
+        logger.info("%s (%s): mIoU %.2f, mAcc %.2f, aAcc %.2f", name, summary.role(name),
+                    result["mIoU"], result["mACC"], result["pACC"])
     if output_dir and comm.is_main_process():
         summary.write(output_dir)
     return summary

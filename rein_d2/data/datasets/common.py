@@ -122,13 +122,15 @@ def dataset_dicts_checked(name):
 
 
 def register_semantic_dataset(
-    name, image_dir, label_dir, image_suffix, label_suffix, eval_size=None, layout="", script=None
+    name, image_dir, label_dir, image_suffix, label_suffix, eval_size=None, layout="", script=None,
+    domain=None,
 ):
     """Register lazily: nothing is read (and nothing may be missing) until the loader runs.
 
     Relative dirs are taken under datasets_root() when the loader runs; the metadata's
     image_root / sem_seg_root record the root seen at registration.
-    eval_size is (W, H) or None (evaluate at native size).
+    eval_size is (W, H) or None (evaluate at native size). ``domain`` (default: the name up to
+    its first "_") tells the DG evaluation which test sets share a training set's domain.
     """
     DatasetCatalog.register(
         name,
@@ -144,6 +146,7 @@ def register_semantic_dataset(
         image_root=_resolve(image_dir),
         sem_seg_root=_resolve(label_dir),
         eval_size=tuple(eval_size) if eval_size is not None else None,
+        domain=domain or name.split("_")[0],
     )
 
 
