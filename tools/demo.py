@@ -10,14 +10,16 @@ r"""Run a Rein model on images, a video or a webcam and write colour overlays.
         MODEL.WEIGHTS weights/rein_dinov2_gtav.pth
 
 Images (files, folders of image files, globs) become <output>/<name>.png; a video becomes
-<output>/<stem>.mp4 (same fps and size); the webcam (camera 0, nothing shown) is recorded to
-<output>/webcam.mp4 until --max-frames or Ctrl-C. Semantic predictions are drawn with the
-class names and colours of DATASETS.TEST[0] (the 19 Cityscapes classes when it is not set;
+<output>/<stem>.webm (VP8, which browsers play; same fps and size); the webcam (camera 0, nothing
+shown) is recorded to <output>/webcam.webm until --max-frames or Ctrl-C. Overlays carry a legend
+of the classes present, labels kept inside the frame and off each other, dark classes drawn
+lighter, and instance colours kept across the frames of a video. Semantic predictions are drawn
+with the class names and colours of DATASETS.TEST[0] (the 19 Cityscapes classes when it is not set;
 generic "class i" names when the number of classes does not match); panoptic and instance
 predictions are drawn when the model outputs them.
 
 Inputs are never written over: when an overlay would land on an input file (--output is the
-input folder and an input is itself a <stem>.png, or a video's folder holds <stem>.mp4), the
+input folder and an input is itself a <stem>.png, or a video's folder holds <stem>.webm), the
 demo refuses before loading the model and says which input and what --output to pass instead.
 The output folder is created and test-written before the model is loaded, so a read-only or
 mistyped --output is one line up front, not a failure per image after the whole inference.
@@ -43,12 +45,13 @@ from detectron2.data.catalog import Metadata
 from detectron2.data.detection_utils import read_image
 from detectron2.engine import DefaultPredictor
 from detectron2.utils.colormap import colormap
-from detectron2.utils.visualizer import ColorMode, Visualizer
+from detectron2.utils.video_visualizer import VideoVisualizer
 
 from rein_d2 import load_config
 from rein_d2.data.datasets import CITYSCAPES_CLASSES, CITYSCAPES_COLORS
 from rein_d2.engine import load_model_weights
 from rein_d2.utils.cli import UserError, exit_on_user_error
+from rein_d2.utils.visualizer import draw_predictions, visible_metadata
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 DEFAULT_OUTPUT = "demo_output"
@@ -93,32 +96,39 @@ def demo_metadata(dataset: Optional[str], num_classes: int) -> Metadata:
 
 
 class OverlayDrawer:
-    """Model predictions (DefaultPredictor's output for one image) drawn over the image."""
+    """Model predictions (DefaultPredictor's output for one image) drawn over the image, with
+    rein_d2.utils.visualizer's readable labels, legend and colours. ``video=True`` keeps each
+    instance's colour from one call to the next (the frames of one video)."""
 
-    def __init__(self, metadata: Metadata, opacity: float = 0.5, confidence_threshold: float = 0.5):
-        self.metadata = metadata
+    def __init__(self, metadata: Metadata, opacity: float = 0.5, confidence_threshold: float = 0.5,
+                 video: bool = False):
+        self.metadata = visible_metadata(metadata)
         self.opacity = opacity
         self.confidence_threshold = confidence_threshold
+        self.video = VideoVisualizer(self.metadata) if video else None
 
     def __call__(self, image_bgr: np.ndarray, predictions: dict) -> np.ndarray:
         """The overlay, BGR uint8, same size as ``image_bgr``."""
-        vis = Visualizer(image_bgr[:, :, ::-1], self.metadata, instance_mode=ColorMode.IMAGE)
-        out = None
-        if "panoptic_seg" in predictions:
-            seg, segments_info = predictions["panoptic_seg"]
-            out = vis.draw_panoptic_seg(seg.to("cpu"), segments_info, alpha=self.opacity)
-        else:
-            if "sem_seg" in predictions:
-                labels = predictions["sem_seg"].argmax(dim=0).to("cpu")
-                out = vis.draw_sem_seg(labels, alpha=self.opacity)
-            if "instances" in predictions:
-                instances = predictions["instances"].to("cpu")
-                instances = instances[instances.scores > self.confidence_threshold]
-                out = vis.draw_instance_predictions(instances)
-        if out is None:
-            raise ValueError(f"the model returned none of sem_seg / panoptic_seg / instances "
-                             f"(keys: {sorted(predictions)})")
-        return np.ascontiguousarray(out.get_image()[:, :, ::-1])
+        vis = draw_predictions(image_bgr[:, :, ::-1], predictions, self.metadata, self.opacity,
+                               self.confidence_threshold, video=self.video, no_segment_hint=NO_SEGMENT_HINT)
+        return np.ascontiguousarray(vis.output.get_image()[:, :, ::-1])
+
+
+NO_SEGMENT_HINT = ("none above MODEL.MASK2FORMER.TEST.OBJECT_MASK_THRESHOLD; lower it to see "
+                   "less confident segments")
+
+
+def open_video_writer(path: str, fps: float, size: Tuple[int, int]):
+    """A writer for ``path``: VP8 in WebM, which browsers play. An OpenCV built without libvpx
+    falls back to MPEG-4 in .mp4 (the path's suffix is changed and the reason printed).
+    Returns (writer, the path written)."""
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"VP80"), fps, size)
+    if writer.isOpened():
+        return writer, path
+    fallback = os.path.splitext(path)[0] + ".mp4"
+    tqdm.tqdm.write(f"note: this OpenCV cannot encode VP8 WebM; writing MPEG-4 to {fallback} "
+                    "(browsers may not play it: convert it with ffmpeg -c:v libx264)")
+    return cv2.VideoWriter(fallback, cv2.VideoWriter_fourcc(*"mp4v"), fps, size), fallback
 
 
 def expand_inputs(inputs: Sequence[str]) -> Tuple[List[str], List[str], int]:
@@ -249,7 +259,7 @@ def run_images(predictor, draw, paths, outputs, output_dir, n_input_errors=0) ->
 
 def run_stream(predictor, draw, cap, out_path, total=None, max_frames=None, desc="frames",
                source=None) -> int:
-    """Predict and draw every frame of an opened cv2.VideoCapture into ``out_path`` (mp4v, the
+    """Predict and draw every frame of an opened cv2.VideoCapture into ``out_path`` (WebM, the
     capture's fps, the frames' size) until the capture ends, ``max_frames`` frames or Ctrl-C.
     ``total`` is the container's frame count: a video ``source`` whose decoder stops before it
     (a truncated or corrupt file) keeps the frames written and exits with 1."""
@@ -266,7 +276,7 @@ def run_stream(predictor, draw, cap, out_path, total=None, max_frames=None, desc
                 break
             if writer is None:
                 h, w = frame.shape[:2]
-                writer = cv2.VideoWriter(out_path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+                writer, out_path = open_video_writer(out_path, fps, (w, h))
                 if not writer.isOpened():
                     _error(f"cannot open {out_path} for writing")
                     return 2
@@ -373,9 +383,9 @@ def main(argv=None) -> int:
         outputs = [os.path.join(args.output, name) for name in _output_names(paths)]
     elif args.video_input is not None:
         stem = os.path.splitext(os.path.basename(args.video_input))[0]
-        paths, outputs = [args.video_input], [os.path.join(args.output, stem + ".mp4")]
+        paths, outputs = [args.video_input], [os.path.join(args.output, stem + ".webm")]
     else:
-        paths, outputs = [], [os.path.join(args.output, "webcam.mp4")]
+        paths, outputs = [], [os.path.join(args.output, "webcam.webm")]
     # Both before the model is built: nothing is lost to an unusable --output.
     refuse_overwriting_inputs(outputs, paths, args.output)
     ensure_writable_folder(args.output)
@@ -388,7 +398,8 @@ def main(argv=None) -> int:
     load_model_weights(cfg, predictor.model)
     dataset = cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else None
     draw = OverlayDrawer(demo_metadata(dataset, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES),
-                         opacity=args.opacity, confidence_threshold=args.confidence_threshold)
+                         opacity=args.opacity, confidence_threshold=args.confidence_threshold,
+                         video=not args.input)
 
     if args.input:
         return run_images(predictor, draw, paths, outputs, args.output, len(input_errors))
