@@ -6,6 +6,7 @@ setup(
     name="rein_d2",
     version="0.1.0",
     description="Rein (CVPR 2024) for domain-generalized semantic segmentation in Detectron2",
+    license="GPL-3.0",  # as the reference implementation (see LICENSE)
     packages=find_packages(include=["rein_d2", "rein_d2.*"]),
     python_requires=">=3.10",
     # What rein_d2 itself imports, with the widest bounds known to work. numpy 2 is fine:

@@ -1,5 +1,5 @@
 """Map Mapillary Vistas v1.2 labels (label index per pixel, 66 labels named in
-config_v1.2.json) to the 19 Cityscapes train ids by readable name (REIN_SPEC section 6):
+config_v1.2.json) to the 19 Cityscapes train ids by readable name (datasets/README.md):
 mapillary/{training,validation}/v1.2/labels/*.png -> .../v1.2/labels_trainid/*.png; then halve
 the validation images and labels as the reference does (mapillary/validation/half/).
 The older v1.x archives (config.json, <split>/labels/) are read too. Resumable; registers

@@ -142,7 +142,7 @@ def add_rein_config(cfg: CN) -> CN:
     # Windows run through the model at once (bounds memory on large images).
     cfg.MODEL.MASK2FORMER.TEST.CROP_BATCH_SIZE = 8
 
-    # Semantic training augmentation (REIN_SPEC section 5); the short-side choices, crop and
+    # Semantic training augmentation (docs/method.md section 5); the short-side choices, crop and
     # flip use detectron2's INPUT.MIN_SIZE_TRAIN / MAX_SIZE_TRAIN / CROP / RANDOM_FLIP keys.
     # Largest fraction of a crop one class may take (retried up to 10 times); 1.0 = off.
     cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 0.75
@@ -151,7 +151,7 @@ def add_rein_config(cfg: CN) -> CN:
     # Dataset mapper: "semantic", "instance" (COCO instances) or "panoptic" (COCO panoptic).
     cfg.INPUT.DATASET_MAPPER_NAME = "semantic"
 
-    # Training (REIN_SPEC section 5). Optimiser: AdamW with these betas and eps.
+    # Training (docs/method.md section 5). Optimiser: AdamW with these betas and eps.
     cfg.SOLVER.OPTIMIZER = "ADAMW"
     cfg.SOLVER.BETAS = (0.9, 0.999)
     cfg.SOLVER.EPS = 1e-8

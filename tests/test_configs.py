@@ -1,6 +1,6 @@
 """Every config in configs/ loads, names registered datasets and builds the model it describes
 (on the meta device: shapes and parameter counts without the memory of a ViT-H). Rein's
-trainable parameter counts match those REIN_SPEC section 3 computes from the reference code."""
+trainable parameter counts match docs/method.md section 3 (computed from the reference code)."""
 import glob
 import os
 
@@ -53,7 +53,7 @@ def test_config_builds(name):
         assert model.backbone.rein is not None
 
 
-# Trainable Rein parameters, REIN_SPEC section 3 (computed from the reference code).
+# Trainable Rein parameters, docs/method.md section 3 (computed from the reference code).
 REIN_PARAMS = {
     "gtav/rein_dinov2_l.yaml": (2_990_081, 0),
     "gtav/rein_eva02_l.yaml": (2_990_081, 0),

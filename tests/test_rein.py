@@ -1,4 +1,4 @@
-"""The Rein module and the Rein ViT backbones (REIN_SPEC sections 1-3)."""
+"""The Rein module and the Rein ViT backbones (docs/method.md sections 1-3)."""
 import math
 
 import pytest

@@ -1,4 +1,4 @@
-"""SemanticDatasetMapper and its training augmentation (REIN_SPEC section 5, mmseg semantics)."""
+"""SemanticDatasetMapper and its training augmentation (docs/method.md section 5, mmseg semantics)."""
 import re
 
 import cv2

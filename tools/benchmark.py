@@ -41,7 +41,7 @@ METHODS = {
     "LoRA (r=16, qkv)": ["MODEL.REIN.ENABLED", False, "MODEL.VIT.LORA_RANK", 16],
     "VPT (150 tokens)": ["MODEL.REIN.ENABLED", False, "MODEL.VIT.VPT_TOKENS", 150],
 }
-# Published anchors (REIN_SPEC sections 3 and 7, DINOv2-L, GTAV -> Citys / BDD / Map mIoU);
+# Published anchors (docs/method.md sections 3 and 7, DINOv2-L, GTAV -> Citys / BDD / Map mIoU);
 # the paper's own timing and memory figures are not part of the spec.
 ANCHORS = {
     "Rein": "Rein itself 2.99M; 66.4 / 60.4 / 66.1",

@@ -6,7 +6,7 @@
 
 The config says which backbone (MODEL.BACKBONE.NAME, MODEL.VIT.*) the weights are for: the
 official 14x14 patch kernel and position table are resized to its patch size and grid
-(REIN_SPEC section 3). Supported: DINOv2 (facebookresearch .pth), EVA02 (BAAI, in "model"),
+(docs/method.md section 3). Supported: DINOv2 (facebookresearch .pth), EVA02 (BAAI, in "model"),
 OpenAI CLIP ViT-L/14 (TorchScript .pt), SAM (segment-anything, image_encoder.*) and MAE (in
 "model"). A checkpoint of another architecture is refused with the reason.
 """

@@ -57,9 +57,11 @@ def fingerprint(n: int, output_dir: str):
 
 def tables(summary) -> str:
     names = list(summary["mIoU"])
-    lines = ["| target | mIoU |", "|:--|--:|"]
-    lines += [f"| {n} | {summary['mIoU'][n]:.2f} |" for n in names]
-    lines += [f"| mean | {summary['mean_mIoU']:.2f} |", "", "| class | " + " | ".join(names) + " |",
+    lines = ["| dataset | domain | mIoU | mAcc | aAcc |", "|:--|:--|--:|--:|--:|"]
+    lines += [f"| {n} | {'source' if n in summary['source'] else 'target'} | {summary['mIoU'][n]:.2f} | "
+              f"{summary['mAcc'][n]:.2f} | {summary['aAcc'][n]:.2f} |" for n in names]
+    lines += [f"| mean over targets | | {summary['mean_mIoU']:.2f} | {summary['mean_mAcc']:.2f} | "
+              f"{summary['mean_aAcc']:.2f} |", "", "| class | " + " | ".join(names) + " |",
               "|:--|" + "--:|" * len(names)]
     zero = []
     for i, c in enumerate(summary["classes"]):

@@ -1,4 +1,4 @@
-"""Official VFM checkpoints -> weights for a rein_d2 backbone (REIN_SPEC section 3).
+"""Official VFM checkpoints -> weights for a rein_d2 backbone (docs/method.md section 3).
 
 Keys are renamed with timm's own checkpoint filters (applied to a weightless copy of the model
 at the checkpoint's own geometry, so that they only rename), then the patch-embedding kernel

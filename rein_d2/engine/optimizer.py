@@ -1,4 +1,4 @@
-"""The reference's optimiser and schedule (REIN_SPEC section 5): AdamW with no weight decay on
+"""The reference's optimiser and schedule (docs/method.md section 5): AdamW with no weight decay on
 norms, level / query embeddings, Rein tokens and Rein scale; a backbone learning-rate
 multiplier for full fine-tuning; poly decay to 0 with optional warm-up."""
 from typing import Dict, List

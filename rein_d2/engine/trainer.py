@@ -1,4 +1,4 @@
-"""ReinTrainer: detectron2's DefaultTrainer with the reference's recipe (REIN_SPEC section 5):
+"""ReinTrainer: detectron2's DefaultTrainer with the reference's recipe (docs/method.md section 5):
 AdamW param groups, poly schedule, fp16/bf16 AMP, gradient clipping, light atomic checkpoints
 that resume exactly, and evaluation on every target domain."""
 import glob

@@ -1,5 +1,5 @@
 """Domain-generalization evaluation: one model on several target datasets in one run, each at
-its own evaluation size (REIN_SPEC section 5), scored by detectron2's SemSegEvaluator at the
+its own evaluation size (docs/method.md section 5), scored by detectron2's SemSegEvaluator at the
 label's resolution, and summarised as a table, JSON, CSV and a bar chart."""
 import csv
 import json

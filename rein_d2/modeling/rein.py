@@ -15,7 +15,7 @@ __all__ = ["Rein"]
 
 
 class Rein(nn.Module):
-    """Refines patch tokens after each of ``num_layers`` blocks (REIN_SPEC sections 1-2).
+    """Refines patch tokens after each of ``num_layers`` blocks (docs/method.md sections 1-2).
 
     Args:
         num_layers: L, number of refined blocks (one token set each; MLPs are shared).

@@ -1,5 +1,5 @@
 """Semantic segmentation dataset mapper with the reference (mmseg) training augmentation
-(REIN_SPEC section 5): a random short side from a set (max size kept), a random crop in which
+(docs/method.md section 5): a random short side from a set (max size kept), a random crop in which
 no class covers too much of the labelled area, horizontal flip, photometric distortion, and
 padding to the crop size."""
 import copy

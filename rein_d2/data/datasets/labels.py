@@ -1,4 +1,4 @@
-"""Per-dataset raw label -> 19 Cityscapes train ids (REIN_SPEC section 6), plus the common
+"""Per-dataset raw label -> 19 Cityscapes train ids (docs/method.md section 6), plus the common
 command line of the ``datasets/prepare_<name>.py`` scripts."""
 import argparse
 import json

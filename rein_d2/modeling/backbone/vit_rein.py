@@ -1,4 +1,4 @@
-"""Frozen timm ViTs refined by Rein, as detectron2 backbones (REIN_SPEC sections 1 and 3).
+"""Frozen timm ViTs refined by Rein, as detectron2 backbones (docs/method.md sections 1 and 3).
 
 Each supported vision foundation model is a timm model definition (wrapped, not rewritten);
 this module runs its blocks one by one, applies Rein after the refined blocks and turns the
@@ -64,7 +64,7 @@ def build_timm_vit(arch: VFMArch, img_size: int, patch_size: int, **overrides) -
 
 
 def default_out_indices(depth: int) -> List[int]:
-    """Blocks whose outputs become res2..res5 (REIN_SPEC section 3)."""
+    """Blocks whose outputs become res2..res5 (docs/method.md section 3)."""
     if depth == 24:
         return [7, 11, 15, 23]
     if depth == 12:
@@ -98,7 +98,7 @@ class ReinViT(Backbone):
         arch: which VFM (see ``VFM_ARCHS``).
         img_size: image size the stored position table is laid out for (grid img_size / 16).
         patch_size: patch size the model runs at (official 14x14 kernels are resized offline).
-        out_indices: blocks whose outputs become res2..res5 (default per REIN_SPEC section 3).
+        out_indices: blocks whose outputs become res2..res5 (default per docs/method.md section 3).
         rein: Rein keyword arguments (see :class:`Rein`); None runs the plain frozen VFM.
         freeze: freeze the VFM and keep it in eval mode (False = full fine-tuning).
         neck: "resize" (bilinear x4, x2, x1, x0.5) or "deconv" (learned ConvTranspose /

@@ -1,6 +1,6 @@
 """Mask2Former's training losses: Hungarian matching on sampled points, class cross-entropy
 with a down-weighted no-object class, and point-sampled mask BCE and Dice, for every
-prediction (deep supervision). Defaults are REIN_SPEC section 4's.
+prediction (deep supervision). Defaults are docs/method.md section 4's.
 """
 from typing import Dict, List, Optional
 
