@@ -7,8 +7,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from rein_d2.data.datasets.builtin import ACDC_SIZES, DATASETS  # noqa: E402
 from rein_d2.data.datasets.common import (  # noqa: E402
-    check_all_images, check_count, check_labels, check_train_ids, find_files, require_dir)
-from rein_d2.data.datasets.labels import parse_prepare_args, run_prepare  # noqa: E402
+    check_count, check_labels, check_train_ids, find_files, require_dir)
+from rein_d2.data.datasets.labels import (  # noqa: E402
+    check_images_if_asked, parse_prepare_args, run_prepare)
 
 
 def main(argv=None):
@@ -23,9 +24,7 @@ def main(argv=None):
             print(f"{name}: {len(files)} labels checked")
             if not args.no_count_check:
                 check_count(name, len(files), spec["size"])
-    if args.check_images:
-        splits = {n: spec for n, spec in DATASETS.items() if n.startswith("acdc_")}
-        check_all_images(args.root, splits, args.workers)
+    check_images_if_asked(args, "acdc_")
     return 0
 
 

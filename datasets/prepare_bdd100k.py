@@ -7,8 +7,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from rein_d2.data.datasets.builtin import DATASETS  # noqa: E402
 from rein_d2.data.datasets.common import (  # noqa: E402
-    check_all_images, check_count, check_labels, check_train_ids, find_files, require_dir)
-from rein_d2.data.datasets.labels import parse_prepare_args, run_prepare  # noqa: E402
+    check_count, check_labels, check_train_ids, find_files, require_dir)
+from rein_d2.data.datasets.labels import (  # noqa: E402
+    check_images_if_asked, parse_prepare_args, run_prepare)
 
 
 def main(argv=None):
@@ -21,9 +22,7 @@ def main(argv=None):
         print(f"bdd100k {split}: {len(files)} masks checked")
         if not args.no_count_check:
             check_count(f"bdd100k_sem_seg_{split}", len(files), spec["size"])
-    if args.check_images:
-        splits = {n: spec for n, spec in DATASETS.items() if n.startswith("bdd100k_sem_seg_")}
-        check_all_images(args.root, splits, args.workers)
+    check_images_if_asked(args, "bdd100k_sem_seg_")
     return 0
 
 

@@ -8,8 +8,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from rein_d2.data.datasets.builtin import DATASETS  # noqa: E402
 from rein_d2.data.datasets.common import (  # noqa: E402
-    check_all_images, check_count, convert_labels, find_files, require_dir)
-from rein_d2.data.datasets.labels import cityscapes_ids_to_trainids, parse_prepare_args, run_prepare  # noqa: E402
+    check_count, convert_labels, find_files, require_dir)
+from rein_d2.data.datasets.labels import (  # noqa: E402
+    cityscapes_ids_to_trainids, check_images_if_asked, parse_prepare_args, run_prepare)
 
 SRC, DST = "_gtFine_labelIds.png", "_gtFine_labelTrainIds.png"
 
@@ -26,9 +27,7 @@ def main(argv=None):
         print(f"cityscapes {split}: converted {done}, skipped {skipped} up to date")
         if not args.no_count_check:
             check_count(f"cityscapes_rein_{split}", len(srcs), spec["size"])
-    if args.check_images:
-        splits = {n: spec for n, spec in DATASETS.items() if n.startswith("cityscapes_rein_")}
-        check_all_images(args.root, splits, args.workers)
+    check_images_if_asked(args, "cityscapes_rein_")
     return 0
 
 

@@ -6,8 +6,9 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from rein_d2.data.datasets.builtin import DATASETS  # noqa: E402
-from rein_d2.data.datasets.common import check_all_images, convert_folder  # noqa: E402
-from rein_d2.data.datasets.labels import gtav_ids_to_trainids, parse_prepare_args, run_prepare  # noqa: E402
+from rein_d2.data.datasets.common import convert_folder  # noqa: E402
+from rein_d2.data.datasets.labels import (  # noqa: E402
+    gtav_ids_to_trainids, check_images_if_asked, parse_prepare_args, run_prepare)
 
 
 def main(argv=None):
@@ -15,9 +16,7 @@ def main(argv=None):
     convert_folder("gtav_train", args.root, "gta/labels", "gta/labels_trainid",
                    gtav_ids_to_trainids, args.workers, DATASETS["gtav_train"],
                    not args.no_count_check)
-    if args.check_images:
-        splits = {n: spec for n, spec in DATASETS.items() if n.startswith("gtav_")}
-        check_all_images(args.root, splits, args.workers)
+    check_images_if_asked(args, "gtav_")
     return 0
 
 

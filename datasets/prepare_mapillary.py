@@ -12,9 +12,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from rein_d2.data.datasets.builtin import DATASETS  # noqa: E402
 from rein_d2.data.datasets.common import (  # noqa: E402
-    check_all_images, check_count, convert_folder, find_files, require_dir)
+    check_count, convert_folder, find_files, require_dir)
 from rein_d2.data.datasets.labels import (  # noqa: E402
-    mapillary_lut, mapillary_to_trainids, parse_prepare_args, run_prepare)
+    mapillary_lut, mapillary_to_trainids, check_images_if_asked, parse_prepare_args, run_prepare)
 from rein_d2.data.datasets.mapillary import find_layout, halve_validation  # noqa: E402
 
 
@@ -43,9 +43,7 @@ def main(argv=None):
     if not args.no_count_check:
         check_count("mapillary_val", len(find_files(os.path.join(args.root, half["label_dir"]), ".png")),
                     half["size"])
-    if args.check_images:
-        splits = {n: spec for n, spec in DATASETS.items() if n.startswith("mapillary_")}
-        check_all_images(args.root, splits, args.workers)
+    check_images_if_asked(args, "mapillary_")
     return 0
 
 

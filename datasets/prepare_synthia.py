@@ -7,8 +7,9 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from rein_d2.data.datasets.builtin import DATASETS  # noqa: E402
-from rein_d2.data.datasets.common import check_all_images, convert_folder  # noqa: E402
-from rein_d2.data.datasets.labels import parse_prepare_args, run_prepare, synthia_to_trainids  # noqa: E402
+from rein_d2.data.datasets.common import convert_folder  # noqa: E402
+from rein_d2.data.datasets.labels import (  # noqa: E402
+    check_images_if_asked, parse_prepare_args, run_prepare, synthia_to_trainids)
 
 
 def main(argv=None):
@@ -16,9 +17,7 @@ def main(argv=None):
     convert_folder("synthia_train", args.root, "synthia/GT/LABELS",
                    "synthia/GT/LABELS_trainid", synthia_to_trainids, args.workers,
                    DATASETS["synthia_train"], not args.no_count_check)
-    if args.check_images:
-        splits = {n: spec for n, spec in DATASETS.items() if n.startswith("synthia_")}
-        check_all_images(args.root, splits, args.workers)
+    check_images_if_asked(args, "synthia_")
     return 0
 
 

@@ -57,14 +57,19 @@ def read_model_zoo_pickle(path: str):
         try:
             return _ModelZooUnpickler(f, encoding="latin1").load()
         except pickle.UnpicklingError as e:
-            found = re.search(r"GLOBAL ([\w.]+)", str(e))
-            if found:
-                raise _unsafe(path, found.group(1)) from None
-            raise CheckpointFileError(f"{path}: truncated or corrupt pickle ({e}); download or "
-                                      "copy the file again") from None
+            raise _unpickling_error(path, e, "truncated or corrupt pickle") from None
         except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as e:
             raise CheckpointFileError(f"{path}: truncated or corrupt pickle ({type(e).__name__}); "
                                       "download or copy the file again") from None
+
+
+def _unpickling_error(path: str, e: Exception, what: str) -> CheckpointFileError:
+    """The refusal of a global (named by the unpickler's message), else ``what`` went wrong."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(e))
+    if found:
+        return _unsafe(path, found.group(1))
+    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return CheckpointFileError(f"{path}: {what} ({first}); download or copy the file again")
 
 
 def _unsafe(path: str, global_name: str) -> CheckpointFileError:
@@ -121,11 +126,7 @@ def read_checkpoint(path: str, data: bytes = None):
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        found = re.search(r"GLOBAL ([\w.]+)", str(e))
-        if found:
-            raise _unsafe(path, found.group(1)) from None
-        raise CheckpointFileError(f"{path}: corrupt checkpoint ({str(e).splitlines()[0]}); "
-                                  "download or copy it again") from None
+        raise _unpickling_error(path, e, "corrupt checkpoint") from None
     except (RuntimeError, EOFError, ValueError, OSError) as e:
         first = str(e).split(". ")[0].splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointFileError(f"{path}: truncated or corrupt archive ({first}); download "

@@ -115,6 +115,17 @@ def parse_prepare_args(description, argv):
     return args
 
 
+def check_images_if_asked(args, prefix):
+    """With --check-images: decode every image of the registered splits named ``prefix*``
+    (raising once, listing the unreadable ones)."""
+    if args.check_images:
+        from .builtin import DATASETS
+        from .common import check_all_images
+
+        splits = {n: spec for n, spec in DATASETS.items() if n.startswith(prefix)}
+        check_all_images(args.root, splits, args.workers)
+
+
 def run_prepare(main, argv=None):
     """Entry point of the prepare scripts: an expected error (a missing, damaged or unexpected
     file) prints one line naming it, without a traceback, and gives exit code 1."""
@@ -127,4 +138,4 @@ def run_prepare(main, argv=None):
 
 __all__ = ["cityscapes_ids_to_trainids", "gtav_ids_to_trainids", "synthia_to_trainids",
            "mapillary_lut", "mapillary_to_trainids", "mapillary_name_to_trainid",
-           "SYNTHIA_TO_TRAINID", "parse_prepare_args", "run_prepare"]
+           "SYNTHIA_TO_TRAINID", "check_images_if_asked", "parse_prepare_args", "run_prepare"]
