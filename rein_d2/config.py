@@ -53,8 +53,11 @@ def check_config(cfg: CN) -> None:
 def add_rein_config(cfg: CN) -> CN:
     """Add the keys of the Rein backbones and head to ``cfg`` (in place) and return it."""
     cfg.MODEL.VIT = CN()
-    # VFM size: small / base / large / giant (DINOv2), base / large / huge (SAM), large (others).
+    # VFM size: small / base / large / giant (DINOv2), small / small_plus / base / large /
+    # huge_plus / 7b (DINOv3), base / large / huge (SAM), large (others).
     cfg.MODEL.VIT.SIZE = "large"
+    # ReinTimmViT: the timm model name of any VisionTransformer / Eva style ViT to refine.
+    cfg.MODEL.VIT.TIMM_NAME = ""
     # DINOv2 register tokens: 0 (original models) or 4 (the "with registers" models).
     cfg.MODEL.VIT.NUM_REGISTERS = 0
     # Custom sizes (0 = as MODEL.VIT.SIZE): width, number of blocks and of attention heads.

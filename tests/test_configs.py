@@ -61,6 +61,10 @@ REIN_PARAMS = {
     "gtav/rein_dinov2_b.yaml": (1.74e6, 0.005e6),
     "gtav/rein_dinov2_s.yaml": (0.68e6, 0.005e6),
     "gtav/rein_sam_h.yaml": (3.89e6, 0.005e6),
+    # DINOv3 (after the paper): Rein's formula at the DINOv2 widths and depths
+    "gtav/rein_dinov3_s.yaml": (684_033, 0),
+    "gtav/rein_dinov3_b.yaml": (1_741_569, 0),
+    "gtav/rein_dinov3_l.yaml": (2_990_081, 0),
 }
 
 

@@ -1,4 +1,4 @@
-"""Official VFM checkpoint files -> ReinViT weights, for EVA02, OpenAI CLIP, SAM and MAE.
+"""Official VFM checkpoint files -> ReinViT weights, for EVA02, OpenAI CLIP, SAM, MAE and DINOv3.
 
 For each family a miniature file is written with the official key names, nesting, dtypes and
 shapes (random values; the official patch size and position grid, a miniature width and depth).
@@ -212,6 +212,39 @@ def mae_official(embed_dim, depth, num_heads, seed=3):
     return s
 
 
+def dinov3_official(embed_dim, depth, num_heads, seed=4):
+    """Meta DINOv3 (dinov3_vit*16_pretrain_lvd1689m-*.pth, dinov3/models/vision_transformer.py):
+    a flat dict, patch 16, no position table (rotary, whose periods buffer is stored), 4
+    storage (register) tokens, a fused qkv whose bias holds zeros for k (bias_mask), LayerScale
+    as ls1/ls2.gamma, and the pretraining mask token."""
+    c = embed_dim
+    s = OfficialState(seed)
+    s.add("cls_token", (1, 1, c), 1.0, timm_key="cls_token")
+    s.add("storage_tokens", (1, 4, c), 1.0, timm_key="reg_token")
+    s.add("mask_token", (1, c), 1.0)
+    s.add("patch_embed.proj.weight", (c, 3, 16, 16), (3 * 16 * 16) ** -0.5,
+          timm_key="patch_embed.proj.weight")
+    s.add("patch_embed.proj.bias", (c,), 0.1, timm_key="patch_embed.proj.bias")
+    s.put("rope_embed.periods", torch.rand(c // num_heads // 4, generator=s.gen) * 100)
+    for i in range(depth):
+        b = f"blocks.{i}"
+        s.layernorm(f"{b}.norm1", c, f"{b}.norm1")
+        s.linear(f"{b}.attn.qkv", 3 * c, c, f"{b}.attn.qkv", bias=False)
+        q, v = (torch.randn(c, generator=s.gen) * 0.1 for _ in range(2))
+        bias = s.put(f"{b}.attn.qkv.bias", torch.cat([q, torch.zeros(c), v]))
+        s.expected[f"{b}.attn.q_bias"], s.expected[f"{b}.attn.v_bias"] = bias[:c], bias[2 * c:]
+        s.unused.remove(f"{b}.attn.qkv.bias")  # split into q_bias and v_bias
+        s.put(f"{b}.attn.qkv.bias_mask", torch.cat([torch.ones(c), torch.zeros(c), torch.ones(c)]))
+        s.linear(f"{b}.attn.proj", c, c, f"{b}.attn.proj")
+        s.add(f"{b}.ls1.gamma", (c,), 0.1, mean=1.0, timm_key=f"{b}.gamma_1")
+        s.layernorm(f"{b}.norm2", c, f"{b}.norm2")
+        s.linear(f"{b}.mlp.fc1", 4 * c, c, f"{b}.mlp.fc1")
+        s.linear(f"{b}.mlp.fc2", c, 4 * c, f"{b}.mlp.fc2")
+        s.add(f"{b}.ls2.gamma", (c,), 0.1, mean=1.0, timm_key=f"{b}.gamma_2")
+    s.layernorm("norm", c)
+    return s
+
+
 def save_wrapped(state, path):
     torch.save({"model": state}, path)
 
@@ -257,8 +290,9 @@ FORMATS = {
                   ("pos_embed", "blocks.1.attn.rel_pos_h", "blocks.1.attn.rel_pos_w",
                    "blocks.3.attn.rel_pos_h", "blocks.3.attn.rel_pos_w")),
     "mae": Format(("mae", "large"), mae_official, save_wrapped, resized=("pos_embed",)),
+    "dinov3": Format(("dinov3", "small"), dinov3_official, save_flat, resized=()),  # native 16
 }
-FAMILY_NAMES = {"eva02": "EVA02", "clip": "OpenAI CLIP", "sam": "SAM", "mae": "MAE"}
+FAMILY_NAMES = {"eva02": "EVA02", "clip": "OpenAI CLIP", "sam": "SAM", "mae": "MAE", "dinov3": "DINOv3"}
 
 
 def write_official(fmt: Format, path, **sizes) -> OfficialState:
@@ -396,7 +430,8 @@ def test_report_names_dropped_keys(official):
 # Refusals
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("checkpoint, backbone", [
-    ("mae", "eva02"), ("eva02", "mae"), ("clip", "sam"), ("sam", "clip"), ("mae", "clip")])
+    ("mae", "eva02"), ("eva02", "mae"), ("clip", "sam"), ("sam", "clip"), ("mae", "clip"),
+    ("dinov3", "eva02"), ("eva02", "dinov3")])
 def test_checkpoint_of_another_family_is_refused(checkpoint, backbone, official):
     state = load_official_checkpoint(official[checkpoint][0])
     with pytest.raises(CheckpointMismatchError) as e:

@@ -111,3 +111,12 @@ def test_repeat_factor_sampler_and_empty_image_filter_follow_detectron2_keys(tmp
     assert factors[8] == pytest.approx(math.sqrt(0.5 * 9)) and torch.all(factors[:8] == 1)
     with pytest.raises(ValueError, match="no 'annotations'.*use TrainingSampler"):
         build_resumable_sampler(cfg, [{"file_name": "a.png", "sem_seg_file_name": "b.png"}])
+
+
+def test_an_empty_training_split_names_itself_and_where_it_looked(tmp_path):
+    name = f"empty_{uuid.uuid4().hex[:6]}"
+    DatasetCatalog.register(name, lambda: [])
+    MetadataCatalog.get(name).set(image_root=str(tmp_path / "images"))
+    cfg = make_cfg("DATASETS.TRAIN", (name,))
+    with pytest.raises(ValueError, match=f"'{name}' has no images .*{tmp_path / 'images'}"):
+        ReinTrainer.build_train_loader(cfg)

@@ -21,8 +21,8 @@ from ..modeling.backbone.vit_rein import ReinViT, build_timm_vit
 __all__ = ["ConversionReport", "CheckpointMismatchError", "load_official_checkpoint",
            "detect_family", "convert_official_checkpoint"]
 
-_FAMILY_NAMES = {"dinov2": "DINOv2", "eva02": "EVA02", "clip": "OpenAI CLIP", "sam": "SAM",
-                 "mae": "MAE"}
+_FAMILY_NAMES = {"dinov2": "DINOv2", "dinov3": "DINOv3", "eva02": "EVA02", "clip": "OpenAI CLIP",
+                 "sam": "SAM", "mae": "MAE", "timm": "timm"}
 
 
 class CheckpointMismatchError(UserError):
@@ -78,6 +78,8 @@ def detect_family(state: Dict[str, torch.Tensor]) -> str:
         return "clip"
     if "image_encoder.patch_embed.proj.weight" in state:
         return "sam"
+    if "storage_tokens" in state or any(k.startswith("rope_embed.") for k in state):
+        return "dinov3"  # (before DINOv2: it has mask_token and ls1.gamma too)
     if "blocks.0.attn.q_proj.weight" in state or any(k.startswith("rope.") for k in state):
         return "eva02"
     if "mask_token" in state and ("blocks.0.ls1.gamma" in state or "register_tokens" in state):
@@ -86,7 +88,7 @@ def detect_family(state: Dict[str, torch.Tensor]) -> str:
         return "mae"
     raise CheckpointMismatchError(
         "unrecognised checkpoint: expected the official key names of DINOv2 (mask_token, "
-        "blocks.N.ls1.gamma), EVA02 (blocks.N.attn.q_proj), OpenAI CLIP (visual.*), SAM "
+        "blocks.N.ls1.gamma), DINOv3 (storage_tokens, rope_embed.periods), EVA02 (blocks.N.attn.q_proj), OpenAI CLIP (visual.*), SAM "
         f"(image_encoder.*) or MAE (blocks.N.attn.qkv); first keys: {list(state)[:8]}")
 
 
@@ -97,6 +99,8 @@ def _source_geometry(state: Dict[str, torch.Tensor], family: str):
     patch = state[kernel].shape[-1]
     if family == "sam":
         return patch, state["image_encoder.pos_embed"].shape[1] * patch
+    if family == "dinov3" or (family == "timm" and "pos_embed" not in state):
+        return patch, None  # rotary positions: no table, any image size
     pos = state["visual.positional_embedding"] if family == "clip" else state["pos_embed"]
     n = pos.shape[-2]
     grid = math.isqrt(n - 1) if math.isqrt(n - 1) ** 2 == n - 1 else math.isqrt(n)
@@ -115,7 +119,8 @@ def convert_official_checkpoint(state: Dict[str, torch.Tensor], backbone: ReinVi
     Returns (state dict for ``backbone.vit``, ConversionReport). Raises CheckpointMismatchError
     when the checkpoint is of another family or size than the backbone.
     """
-    family = detect_family(state)
+    # A ViT by timm name takes its timm (or original) checkpoint through that model's filter.
+    family = "timm" if backbone.family == "timm" else detect_family(state)
     if family != backbone.family:
         raise CheckpointMismatchError(
             f"this is a {_FAMILY_NAMES[family]} checkpoint, but the backbone is "
@@ -125,8 +130,8 @@ def convert_official_checkpoint(state: Dict[str, torch.Tensor], backbone: ReinVi
     # Rename only: a weightless model at the checkpoint's geometry makes timm's filter skip its
     # own resampling (which differs from the reference's bicubic resize).
     with torch.device("meta"):
-        source = build_timm_vit(backbone.arch, img, patch, **backbone.timm_overrides)
-    filter_fn = _timm_filter(family)
+        source = build_timm_vit(backbone.arch, img or backbone.img_size, patch, **backbone.timm_overrides)
+    filter_fn = _timm_filter(family, source)
     renamed = filter_fn(dict(state), source)
 
     target = backbone.vit.state_dict()
@@ -178,10 +183,14 @@ def _checkpoint_weights(backbone: ReinViT) -> set:
     return {n for n, _ in backbone.vit.named_parameters()} - lora_parameter_names(backbone.vit)
 
 
-def _timm_filter(family: str):
+def _timm_filter(family: str, model):
+    if family == "timm":  # the filter of the module that defines the model
+        import importlib
+        module = importlib.import_module(type(model).__module__)
+        return getattr(module, "checkpoint_filter_fn", lambda state, model: state)
     if family == "sam":
         from timm.models.vision_transformer_sam import checkpoint_filter_fn
-    elif family == "eva02":
+    elif family in ("eva02", "dinov3"):  # timm's Eva filter knows Meta's DINOv3 names too
         from timm.models.eva import checkpoint_filter_fn
     else:
         from timm.models.vision_transformer import checkpoint_filter_fn

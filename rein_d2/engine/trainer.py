@@ -16,6 +16,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..data import PositionedDataset, ResumableTrainingSampler, SeededMapper, build_train_mapper
+from ..data.datasets.common import dataset_dicts_checked
 from ..data.samplers import ResumableSampler, build_resumable_sampler
 from ..evaluation import build_evaluator, build_test_loader, evaluate_domain_generalization
 from ..modeling.test_time_augmentation import SemanticSegmentorWithTTA
@@ -66,8 +67,13 @@ class ReinTrainer(DefaultTrainer):
     def build_train_loader(cls, cfg):
         # detectron2's dataset dicts (FILTER_EMPTY_ANNOTATIONS drops images without instances)
         # and the sampler of DATALOADER.SAMPLER_TRAIN, in a resumable form.
-        dataset = get_detection_dataset_dicts(
-            cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
+        try:
+            dataset = get_detection_dataset_dicts(
+                cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
+        except AssertionError:  # detectron2's "Dataset 'x' is empty!": say where it looked
+            for name in cfg.DATASETS.TRAIN:
+                dataset_dicts_checked(name)
+            raise
         sampler = build_resumable_sampler(cfg, dataset)
         # Each sample's augmentations are drawn from (seed, its place in the stream), so a
         # resumed run repeats them with any number of workers; the loader's own seeded

@@ -1,7 +1,7 @@
 """Registration of the Rein ViT backbones in detectron2's BACKBONE_REGISTRY."""
 from detectron2.modeling import BACKBONE_REGISTRY
 
-from .vit_rein import VFM_ARCHS, ReinViT
+from .vit_rein import VFM_ARCHS, ReinViT, timm_vit_arch
 
 __all__ = ["build_rein_vit", "rein_kwargs_from_cfg"]
 
@@ -20,14 +20,18 @@ def rein_kwargs_from_cfg(cfg):
 
 def build_rein_vit(cfg, family: str) -> ReinViT:
     v = cfg.MODEL.VIT
-    size = v.SIZE + (f"_reg{v.NUM_REGISTERS}" if v.NUM_REGISTERS else "")
-    if (family, size) not in VFM_ARCHS:
-        known = sorted(s for f, s in VFM_ARCHS if f == family)
-        raise ValueError(
-            f"no {family} model of size {size!r} (MODEL.VIT.SIZE={v.SIZE!r}, "
-            f"MODEL.VIT.NUM_REGISTERS={v.NUM_REGISTERS}); known sizes: {known}")
+    if family == "timm":
+        arch = timm_vit_arch(v.TIMM_NAME)
+    else:
+        size = v.SIZE + (f"_reg{v.NUM_REGISTERS}" if v.NUM_REGISTERS else "")
+        if (family, size) not in VFM_ARCHS:
+            known = sorted(s for f, s in VFM_ARCHS if f == family)
+            raise ValueError(
+                f"no {family} model of size {size!r} (MODEL.VIT.SIZE={v.SIZE!r}, "
+                f"MODEL.VIT.NUM_REGISTERS={v.NUM_REGISTERS}); known sizes: {known}")
+        arch = VFM_ARCHS[(family, size)]
     return ReinViT(
-        arch=VFM_ARCHS[(family, size)], img_size=v.IMG_SIZE, patch_size=v.PATCH_SIZE,
+        arch=arch, img_size=v.IMG_SIZE, patch_size=v.PATCH_SIZE,
         out_indices=v.OUT_INDICES or None, rein=rein_kwargs_from_cfg(cfg), freeze=v.FREEZE,
         neck=v.NECK, timm_overrides={k: n for k, n in (("embed_dim", v.EMBED_DIM),
                                      ("depth", v.DEPTH), ("num_heads", v.NUM_HEADS)) if n},
@@ -41,6 +45,12 @@ def build_rein_vit(cfg, family: str) -> ReinViT:
 def ReinDINOv2(cfg, input_shape=None):
     """DINOv2 ViT-S/B/L/G (MODEL.VIT.NUM_REGISTERS=4: the "with registers" models)."""
     return build_rein_vit(cfg, "dinov2")
+
+
+@BACKBONE_REGISTRY.register()
+def ReinDINOv3(cfg, input_shape=None):
+    """DINOv3 ViT-S/S+/B/L/H+/7B (patch 16, rotary positions, 4 register tokens)."""
+    return build_rein_vit(cfg, "dinov3")
 
 
 @BACKBONE_REGISTRY.register()
@@ -65,3 +75,9 @@ def ReinSAM(cfg, input_shape=None):
 def ReinMAE(cfg, input_shape=None):
     """MAE-pretrained ViT-L/16."""
     return build_rein_vit(cfg, "mae")
+
+
+@BACKBONE_REGISTRY.register()
+def ReinTimmViT(cfg, input_shape=None):
+    """Any timm ViT of the VisionTransformer or Eva design, by name (MODEL.VIT.TIMM_NAME)."""
+    return build_rein_vit(cfg, "timm")

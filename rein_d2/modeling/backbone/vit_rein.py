@@ -21,14 +21,14 @@ from ..rein import Rein
 from .peft import apply_lora
 
 __all__ = ["VFM_ARCHS", "VFMArch", "ReinViT", "build_timm_vit", "default_out_indices",
-           "resize_pos_grid"]
+           "resize_pos_grid", "timm_vit_arch"]
 
 
 @dataclass(frozen=True)
 class VFMArch:
     """One vision foundation model: its family and the timm definition it is built from."""
 
-    family: str  # "dinov2", "eva02", "clip", "sam", "mae"
+    family: str  # "dinov2", "dinov3", "eva02", "clip", "sam", "mae", or "timm" (any by name)
     timm_name: str  # timm model definition (built without weights)
 
 
@@ -43,6 +43,12 @@ VFM_ARCHS: Dict[tuple, VFMArch] = {
     ("clip", "large"): VFMArch("clip", "vit_large_patch14_clip_quickgelu_224"),
     **{("sam", s): VFMArch("sam", f"samvit_{s}_patch16") for s in ("base", "large", "huge")},
     ("mae", "large"): VFMArch("mae", "vit_large_patch16_224"),
+    # DINOv3: native patch 16, rotary positions, 4 register tokens. The "_qkvb" definitions
+    # hold the q and v biases Meta's files store (zero in the distilled models, which load
+    # them as zeros: the same numbers); the 7B model has none.
+    **{("dinov3", s): VFMArch("dinov3", f"vit_{s}_patch16_dinov3_qkvb")
+       for s in ("small", "small_plus", "base", "large", "huge_plus")},
+    ("dinov3", "7b"): VFMArch("dinov3", "vit_7b_patch16_dinov3"),
 }
 
 # Parts of the timm models that the features never pass through; they are removed so that
@@ -61,6 +67,31 @@ def build_timm_vit(arch: VFMArch, img_size: int, patch_size: int, **overrides) -
         if isinstance(getattr(vit, name, None), nn.Module):
             setattr(vit, name, nn.Identity())
     return vit
+
+
+def timm_vit_arch(name: str) -> VFMArch:
+    """A timm ViT by name, when rein_d2 can run its blocks one by one: timm's VisionTransformer
+    and Eva designs (DeiT, SigLIP, CLIP, Perception Encoder, EVA, RoPE ViTs...). Anything else
+    is refused with the reason."""
+    from timm.models.eva import Eva
+    from timm.models.vision_transformer import VisionTransformer
+
+    if not name:
+        raise ValueError("MODEL.BACKBONE.NAME ReinTimmViT needs MODEL.VIT.TIMM_NAME, a timm model "
+                         "name such as vit_base_patch16_siglip_224")
+    if not timm.is_model(name):
+        raise ValueError(f"MODEL.VIT.TIMM_NAME {name!r} is not a timm model (see "
+                         f"timm.list_models('vit_*'))")
+    with torch.device("meta"):
+        cls = type(timm.create_model(name, pretrained=False))
+    if not issubclass(cls, (VisionTransformer, Eva)):
+        raise ValueError(
+            f"MODEL.VIT.TIMM_NAME {name!r} is a timm {cls.__name__}, not a VisionTransformer or "
+            f"Eva design: rein_d2 refines a ViT block by block on a fixed token layout, which "
+            f"{cls.__name__} does not have (variable-length NaFlex sequences, hierarchical stages "
+            f"or windowed maps). Use a VisionTransformer / Eva model, or a dedicated backbone "
+            f"(ReinSAM for SAM)")
+    return VFMArch("timm", name)
 
 
 def default_out_indices(depth: int) -> List[int]:
@@ -265,6 +296,10 @@ class ReinViT(Backbone):
         vit = self.vit
         x = vit.patch_embed(x)  # [B, gh, gw, C] (dynamic_img_size)
         b, gh, gw, c = x.shape
+        if self.family == "timm":  # a ViT by name: timm's own position handling, exactly
+            out = vit._pos_embed(x)
+            x, rope = out if isinstance(out, tuple) else (out, None)  # Eva also gives its rope
+            return x, (gh, gw), rope
         x = x.reshape(b, gh * gw, c)
         prefix = []
         if vit.cls_token is not None:
