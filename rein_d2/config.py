@@ -84,6 +84,12 @@ def add_rein_config(cfg: CN) -> CN:
     # pass instead of storing activations: less memory, more time; 0 = none.
     cfg.MODEL.VIT.CHECKPOINT_BLOCKS = 0
 
+    cfg.MODEL.CNN = CN()  # ReinResNet / ReinConvNeXt (MODEL.VIT.FREEZE freezes them too)
+    # CNN size: "r50" / "r101" (ResNet-50/101, deep V1c stem), "large" (ConvNeXt-L).
+    cfg.MODEL.CNN.SIZE = "r50"
+    # Blocks per stage, overriding the size's (small test models); empty = the size's.
+    cfg.MODEL.CNN.DEPTHS = []
+
     cfg.MODEL.REIN = CN()
     # Refine the frozen VFM with Rein; False = plain frozen backbone.
     cfg.MODEL.REIN.ENABLED = True

@@ -76,3 +76,17 @@ def test_rein_on_a_timm_vit_trains_a_step(family):
 def test_other_designs_are_refused_with_the_reason(name, why):
     with pytest.raises(ValueError, match=why):
         build_backbone(cfg_for(name))
+
+
+def test_rein_on_dinov3_trains_a_step_and_leaves_its_register_tokens_alone():
+    torch.manual_seed(0)
+    model = build_model(load_config(config_path("gtav/rein_dinov3_s.yaml"), MINI)).train()
+    backbone = model.backbone
+    assert backbone.vit.__class__.__name__ == "Eva" and backbone.num_prefix_tokens == 5  # cls + 4 registers
+    tokens = torch.randn(2, 5 + 16, 64)
+    refined = backbone.rein(tokens, 0, num_prefix_tokens=5)
+    assert torch.equal(refined[:, :5], tokens[:, :5]) and not torch.equal(refined[:, 5:], tokens[:, 5:])
+    losses = model([sample(), sample()])
+    sum(losses.values()).backward()
+    assert backbone.rein.learnable_tokens_a.grad.abs().sum() > 0
+    assert all(p.grad is None for p in backbone.vit.parameters())

@@ -6,9 +6,11 @@
 
 The config says which backbone (MODEL.BACKBONE.NAME, MODEL.VIT.*) the weights are for: the
 official 14x14 patch kernel and position table are resized to its patch size and grid
-(docs/method.md section 3). Supported: DINOv2 (facebookresearch .pth), EVA02 (BAAI, in "model"),
-OpenAI CLIP ViT-L/14 (TorchScript .pt), SAM (segment-anything, image_encoder.*) and MAE (in
-"model"). A checkpoint of another architecture is refused with the reason.
+(docs/method.md section 3). Supported: DINOv2 (facebookresearch .pth), DINOv3 (Meta's .pth),
+EVA02 (BAAI, in "model"), OpenAI CLIP ViT-L/14 (TorchScript .pt), SAM (segment-anything,
+image_encoder.*), MAE (in "model"), any timm ViT by name (its timm checkpoint), ResNet-50/101
+V1c (mmseg / mmcls / timm) and ConvNeXt-L (the official 22k release or timm). A checkpoint of
+another architecture is refused with the reason.
 """
 import argparse
 import os
@@ -54,8 +56,9 @@ def main(argv=None) -> int:
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     save_atomic(out, args.output)  # never a half-written file under the final name
-    print(f"wrote {len(converted)} tensors for {backbone.arch.timm_name} "
-          f"(patch {backbone.patch_size}, image {backbone.img_size}) to {args.output}")
+    geometry = (f" (patch {backbone.patch_size}, image {backbone.img_size})"
+                if hasattr(backbone, "patch_size") else "")
+    print(f"wrote {len(converted)} tensors for {backbone.arch.timm_name}{geometry} to {args.output}")
     return 0
 
 

@@ -119,6 +119,9 @@ def convert_official_checkpoint(state: Dict[str, torch.Tensor], backbone: ReinVi
     Returns (state dict for ``backbone.vit``, ConversionReport). Raises CheckpointMismatchError
     when the checkpoint is of another family or size than the backbone.
     """
+    if getattr(backbone, "stage_depths", None) is not None:  # a ReinCNN
+        from .cnn import convert_cnn_checkpoint
+        return convert_cnn_checkpoint(state, backbone)
     # A ViT by timm name takes its timm (or original) checkpoint through that model's filter.
     family = "timm" if backbone.family == "timm" else detect_family(state)
     if family != backbone.family:

@@ -5,7 +5,7 @@ under ``backbone.reins.*`` and the head under ``decode_head.*`` in mmdet's Mask2
 naming; some also carry the (frozen) VFM under ``backbone.*``. rein_d2's modules keep the
 reference's names below those prefixes, so the conversion is a prefix change:
 
-    backbone.reins.X              -> backbone.rein.X
+    backbone.reins.X              -> backbone.rein.X    (a CNN's per-stage backbone.reins.<i>.X: kept)
     decode_head.pixel_decoder.X   -> pixel_decoder.X
     decode_head.X (all others)    -> predictor.X
     backbone.X (official VFM)     -> backbone.vit.*   (through convert_official_checkpoint)
@@ -29,6 +29,7 @@ _PREFIXES = (
     ("decode_head.pixel_decoder.", "pixel_decoder."),
     ("decode_head.", "predictor."),
 )
+_CNN_PREFIXES = (("backbone.reins.", "backbone.reins."),) + _PREFIXES[1:]
 _VFM_PREFIX = "backbone."
 
 
@@ -77,8 +78,11 @@ def convert_release_checkpoint(state: Dict[str, torch.Tensor], model: nn.Module,
     target = model.state_dict()
     report = ReleaseConversionReport(ignored_entries=list(ignored_entries or []))
     out, vfm, problems = {}, {}, []
+    # A CNN's four per-stage Rein modules keep the release's name (backbone.reins.<stage>.*).
+    prefixes = (_CNN_PREFIXES if isinstance(getattr(model.backbone, "reins", None), nn.ModuleList)
+                else _PREFIXES)
     for key, value in state.items():
-        new = next((new + key[len(old):] for old, new in _PREFIXES if key.startswith(old)), None)
+        new = next((new + key[len(old):] for old, new in prefixes if key.startswith(old)), None)
         if new is None and key.startswith(_VFM_PREFIX):
             vfm[key[len(_VFM_PREFIX):]] = value
             continue

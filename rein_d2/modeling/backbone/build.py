@@ -1,9 +1,10 @@
 """Registration of the Rein ViT backbones in detectron2's BACKBONE_REGISTRY."""
 from detectron2.modeling import BACKBONE_REGISTRY
 
+from .cnn_rein import CNN_ARCHS, ReinCNN
 from .vit_rein import VFM_ARCHS, ReinViT, timm_vit_arch
 
-__all__ = ["build_rein_vit", "rein_kwargs_from_cfg"]
+__all__ = ["build_rein_cnn", "build_rein_vit", "rein_kwargs_from_cfg"]
 
 
 def rein_kwargs_from_cfg(cfg):
@@ -81,3 +82,24 @@ def ReinMAE(cfg, input_shape=None):
 def ReinTimmViT(cfg, input_shape=None):
     """Any timm ViT of the VisionTransformer or Eva design, by name (MODEL.VIT.TIMM_NAME)."""
     return build_rein_vit(cfg, "timm")
+
+
+def build_rein_cnn(cfg, family: str) -> ReinCNN:
+    size = cfg.MODEL.CNN.SIZE
+    if (family, size) not in CNN_ARCHS:
+        known = sorted(s for f, s in CNN_ARCHS if f == family)
+        raise ValueError(f"no {family} model of size {size!r} (MODEL.CNN.SIZE); known sizes: {known}")
+    return ReinCNN(arch=CNN_ARCHS[(family, size)], rein=rein_kwargs_from_cfg(cfg),
+                   freeze=cfg.MODEL.VIT.FREEZE, depths=cfg.MODEL.CNN.DEPTHS or None)
+
+
+@BACKBONE_REGISTRY.register()
+def ReinResNet(cfg, input_shape=None):
+    """ResNet-50/101 with the deep V1c stem (MODEL.CNN.SIZE "r50" / "r101"), one Rein per stage."""
+    return build_rein_cnn(cfg, "resnet")
+
+
+@BACKBONE_REGISTRY.register()
+def ReinConvNeXt(cfg, input_shape=None):
+    """ConvNeXt-L (MODEL.CNN.SIZE "large"), one Rein per stage."""
+    return build_rein_cnn(cfg, "convnext")
