@@ -26,7 +26,7 @@ import numpy as np
 import tqdm
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from .datasets.common import (CITYSCAPES_CLASSES, CITYSCAPES_COLORS, IGNORE_LABEL, datasets_root,
+from .datasets.common import (CITYSCAPES_CLASSES, CITYSCAPES_COLORS, IGNORE_LABEL, colorize, datasets_root,
                               write_png_atomic)
 
 __all__ = [
@@ -753,11 +753,6 @@ def register_synthetic_streets(root=None, n_train=200, n_val=50, size=(256, 512)
     return list(SPLITS)
 
 
-def colorize(label):
-    """Train-id label -> RGB with the Cityscapes palette (ignore = black)."""
-    lut = np.zeros((256, 3), np.uint8)
-    lut[: len(CITYSCAPES_COLORS)] = np.asarray(CITYSCAPES_COLORS, np.uint8)
-    return lut[label]
 
 
 def make_mosaic(pairs):

@@ -153,6 +153,13 @@ def register_semantic_dataset(
 # ---------------------------------------------------------------- preparation helpers
 
 
+def colorize(label):
+    """Train-id label -> RGB with the Cityscapes palette (ignore = black)."""
+    lut = np.zeros((256, 3), np.uint8)
+    lut[: len(CITYSCAPES_COLORS)] = np.asarray(CITYSCAPES_COLORS, np.uint8)
+    return lut[np.asarray(label, dtype=np.uint8)]
+
+
 def write_png_atomic(dst, array):
     """Write via a temporary file + os.replace so an interrupted run never leaves a half PNG."""
     os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)

@@ -1,0 +1,114 @@
+#!/usr/bin/env python
+"""Predict a registered split or an image folder into the benchmark servers' formats.
+
+    python tools/predict.py --config-file configs/rein_dinov2.yaml --dataset cityscapes_rein_val \
+        --format cityscapes --output output/cityscapes_val_pred MODEL.WEIGHTS weights/rein.pth
+    python tools/predict.py --config-file configs/cityscapes_acdc/rein_dinov2_l_1024.yaml \
+        --input datasets/acdc/rgb_anon --format acdc --output output/acdc_test_pred MODEL.WEIGHTS ...
+    python tools/predict.py ... --input photos/ --format trainid --color output/photos_color
+
+Formats (rein_d2/evaluation/submission.py): cityscapes (label ids, <city>/<city>_<seq>_<frame>_
+leftImg8bit.png, as the Cityscapes server and cityscapesscripts expect), acdc (label ids, the
+input's <condition>/<split>/<sequence>/ layout and names, as the ACDC server asks), bdd100k and
+trainid (train ids, 255 = ignore). Each image is predicted at its dataset's evaluation size
+(metadata eval_size; for a folder, that of DATASETS.TEST[0]) and written at its own size.
+
+Resumable: images whose prediction exists are skipped (files are written under a temporary
+name, then renamed), so rerun the same command after an interruption. Inputs are never written
+over: an --output that holds the inputs is refused.
+"""
+import argparse
+import os
+import sys
+
+import torch
+import tqdm
+from detectron2.data import MetadataCatalog, build_detection_test_loader
+from detectron2.modeling import build_model
+
+from rein_d2 import load_config
+from rein_d2.data.datasets.common import dataset_dicts_checked
+from rein_d2.engine import load_model_weights
+from rein_d2.evaluation import DGTestMapper
+from rein_d2.evaluation.submission import FORMATS, prediction_path, write_prediction
+from rein_d2.utils.cli import UserError, exit_on_user_error
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("--config-file", required=True)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", help="a registered split (its images; labels unused)")
+    source.add_argument("--input", help="a folder of images (searched recursively)")
+    parser.add_argument("--format", required=True, choices=sorted(FORMATS))
+    parser.add_argument("--output", required=True, help="folder of the predictions")
+    parser.add_argument("--color", metavar="DIR", help="also write Cityscapes-coloured PNGs there")
+    parser.add_argument("--batch-size", type=int, default=1, help="images per model call")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE ...")
+    return parser.parse_args(argv)
+
+
+def list_inputs(args, cfg):
+    """(dataset dicts with file_name, the root they are relative to, the evaluation size)."""
+    if args.dataset:
+        dicts = dataset_dicts_checked(args.dataset)
+        meta = MetadataCatalog.get(args.dataset)
+        root = meta.get("image_root", None) or os.path.commonpath([d["file_name"] for d in dicts])
+        return [{"file_name": d["file_name"]} for d in dicts], root, meta.get("eval_size", None)
+    if not os.path.isdir(args.input):
+        raise UserError(f"--input {args.input} is not a folder of images")
+    files = sorted(os.path.join(r, f) for r, _, fs in os.walk(args.input) for f in fs
+                   if f.lower().endswith(IMAGE_EXTENSIONS))
+    if not files:
+        raise UserError(f"--input {args.input} holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
+    size = MetadataCatalog.get(cfg.DATASETS.TEST[0]).get("eval_size", None) if cfg.DATASETS.TEST else None
+    return [{"file_name": f} for f in files], args.input, size
+
+
+@exit_on_user_error
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    cfg = load_config(args.config_file, args.opts)
+    dicts, root, eval_size = list_inputs(args, cfg)
+    output = os.path.realpath(args.output)
+    if any(os.path.realpath(d["file_name"]).startswith(output + os.sep) for d in dicts):
+        raise UserError(f"--output {args.output} holds the inputs: pass another folder")
+    for d in dicts:
+        rel = os.path.relpath(d["file_name"], root)
+        d["out"] = os.path.join(args.output, prediction_path(args.format, rel))
+        d["color"] = os.path.join(args.color, os.path.splitext(rel)[0] + ".png") if args.color else None
+    todo = [d for d in dicts if not os.path.exists(d["out"])]
+    print(f"{len(dicts)} images, {len(dicts) - len(todo)} already predicted in {args.output}, "
+          f"{len(todo)} to predict ({args.format} format)")
+    if not todo:
+        return 0
+    model = build_model(cfg).eval()
+    load_model_weights(cfg, model)  # MODEL.WEIGHTS (+ MODEL.TRAINED_WEIGHTS); all or refused
+    loader = build_detection_test_loader(todo, mapper=_Mapper(cfg.INPUT.FORMAT, eval_size),
+                                         batch_size=args.batch_size,
+                                         num_workers=cfg.DATALOADER.NUM_WORKERS)
+    with torch.no_grad(), tqdm.tqdm(total=len(todo), unit="img") as bar:
+        for batch in loader:
+            for d, out in zip(batch, model(batch)):
+                train_ids = out["sem_seg"].argmax(dim=0).to(torch.uint8).cpu().numpy()
+                write_prediction(args.format, train_ids, d["out"], d["color"])
+                bar.update(1)
+    print(f"wrote {len(todo)} prediction(s) to {args.output}")
+    return 0
+
+
+class _Mapper(DGTestMapper):
+    """The DG test mapper (image at the evaluation size), keeping the output paths."""
+
+    def __call__(self, d):
+        out = super().__call__(d)
+        out.update(out=d["out"], color=d["color"])
+        return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
