@@ -19,10 +19,15 @@ $(STAMP): setup.py tools/install_detectron2.sh constraints.txt
 	$(PY) -m pip install torch==2.14.1 torchvision==0.29.1
 	PYTHON=$(PY) bash tools/install_detectron2.sh
 	$(PY) -m pip install numpy opencv-python-headless "timm>=1.0.9" scipy pytest \
-	  "pycocotools>=2.0.2" fvcore cityscapesscripts
+	  "pycocotools>=2.0.2" fvcore cityscapesscripts onnx onnxruntime onnxscript
 	# COCO panoptic PQ for detectron2's COCOPanopticEvaluator (the official package is not on
 	# PyPI; this is its repackaging; its plotting dependencies are not needed for evaluation).
 	$(PY) -m pip install --no-deps panopticapi-lite==0.2.0
+	# Cityscapes-C corruptions (tools/evaluate_dg.py --corruptions). Without its dependencies:
+	# it asks for opencv-python, a second OpenCV beside the headless one; it needs scikit-image
+	# and pkg_resources (setuptools before 81).
+	$(PY) -m pip install scikit-image "setuptools<81"
+	$(PY) -m pip install --no-deps imagecorruptions==1.1.2
 	$(PY) -m pip install --no-deps -e .
 	test -d $(FRAMES) || apt-get install -y labelme-examples || \
 	  (apt-get update && apt-get install -y labelme-examples) || \

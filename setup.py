@@ -16,5 +16,8 @@ setup(
     # beside a user's; `pip install -e .[opencv]` adds the headless build where none is.
     install_requires=["torch>=2.1", "torchvision", "timm>=1.0.9", "scipy", "numpy>=1.23",
                       "fvcore", "pycocotools>=2.0.2", "Pillow", "tabulate", "tqdm", "matplotlib"],
-    extras_require={"opencv": ["opencv-python-headless"]},
+    extras_require={"opencv": ["opencv-python-headless"],
+                    "export": ["onnx", "onnxruntime", "onnxscript"],  # tools/export_model.py
+                    # evaluate_dg.py --corruptions; then: pip install --no-deps imagecorruptions
+                    "robustness": ["scikit-image", "setuptools<81"]},
 )

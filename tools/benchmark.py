@@ -145,6 +145,40 @@ def measure_inference(size, mode, runs, device, image_hw=(1024, 2048)):
     return {"latency_s": latency, "images_per_s": 1.0 / latency, "windows": windows}
 
 
+def measure_export(size, runs, device, image_hw=(512, 1024)):
+    """Whole-image latency of the ONNX export (onnxruntime, CPU) against eager PyTorch, on the
+    same normalised image."""
+    import onnxruntime as ort
+    from detectron2.modeling import build_model
+    from rein_d2.export import SemanticExport, export_onnx
+
+    torch.manual_seed(0)
+    cfg = _cfg(size, "Rein", "cpu")
+    module = SemanticExport(build_model(cfg).eval(), mode="whole")
+    image = torch.randn(1, 3, *image_hw, generator=torch.Generator().manual_seed(0))
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        path = export_onnx(module, image, os.path.join(tmp, "m.onnx"))
+        export_s = time.perf_counter() - t
+        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: image.numpy()}
+
+        def timed(fn):
+            times = []
+            for i in range(runs + 1):  # the first run warms up
+                t = time.perf_counter()
+                out = fn()
+                if i:
+                    times.append(time.perf_counter() - t)
+            return statistics.median(times), out
+
+        with torch.no_grad():
+            eager_s, ref = timed(lambda: module(image))
+        onnx_s, out = timed(lambda: session.run(None, feed)[0])
+    return {"eager_s": eager_s, "onnx_s": onnx_s, "export_s": export_s,
+            "max_diff": float(abs(out - ref.numpy()).max()), "image": list(image_hw)}
+
+
 def _child(conn, fn, args):
     try:
         conn.send(("ok", fn(*args)))
@@ -222,6 +256,18 @@ def report(results, args, device, elapsed):
                 lines += ["", f"{method}: Rein's peak memory {100 * (1 - ck['peak_mem'] / rein['peak_mem']):.0f}% "
                               f"lower for {100 * (ck['step_s'] / rein['step_s'] - 1):.0f}% more step time."]
         lines.append("")
+    if results.get("export"):
+        lines += ["## Exported model: ONNX Runtime (CPU) against eager PyTorch, whole image", "",
+                  "| backbone | image | eager PyTorch | ONNX Runtime | ratio | export time | largest difference |",
+                  "|---|---|---:|---:|---:|---:|---:|"]
+        for size, r in results["export"].items():
+            if "error" in r:
+                lines.append(f"| DINOv2-{size[0].upper()} | failed: {r['error']} ||||||")
+            else:
+                lines.append(f"| DINOv2-{size[0].upper()} | {r['image'][0]}x{r['image'][1]} | "
+                             f"{r['eager_s']:.2f} s | {r['onnx_s']:.2f} s | {r['onnx_s'] / r['eager_s']:.2f}x | "
+                             f"{r['export_s']:.0f} s | {r['max_diff']:.1e} |")
+        lines.append("")
     if results["infer"]:
         lines += ["## Rein inference on one 1024x2048 image", "",
                   "| backbone | mode | windows | latency | throughput |", "|---|---|---:|---:|---:|"]
@@ -241,6 +287,8 @@ def plot(results, path):
     import matplotlib.pyplot as plt
 
     sizes = list(results["train"])
+    if not sizes:  # export rows only: no training plot
+        return False
     fig, axes = plt.subplots(len(sizes), 2, figsize=(11, 3.2 * len(sizes)), squeeze=False)
     for row, size in zip(axes, sizes):
         ok = {m: r for m, r in results["train"][size].items() if "error" not in r}
@@ -271,13 +319,23 @@ def main(argv=None):
     parser.add_argument("--inference-runs", type=int, default=2)
     parser.add_argument("--no-inference", action="store_true")
     parser.add_argument("--output", default=os.path.join(REPO, "docs", "benchmarks"))
+    parser.add_argument("--export", action="store_true",
+                        help="add the ONNX Runtime (CPU) vs eager PyTorch rows (needs onnxruntime)")
+    parser.add_argument("--export-only", action="store_true", help="only those rows")
+    parser.add_argument("--export-size", nargs=2, type=int, default=[512, 1024], metavar=("H", "W"))
     args = parser.parse_args(argv)
     if args.large_batch is None:
         args.large_batch = args.batch if args.device == "cuda" else 1
 
     start = time.time()
-    results = {"train": {}, "infer": {}}
+    results = {"train": {}, "infer": {}, "export": {}}
     for size in args.sizes:
+        if args.export or args.export_only:
+            r = isolated(measure_export, size, args.inference_runs, args.device, tuple(args.export_size))
+            results["export"][size] = r
+            print(f"[{time.time() - start:6.0f} s] {size} / export: {r}", flush=True)
+        if args.export_only:
+            continue
         batch = args.batch if size == "small" else args.large_batch
         results["train"][size] = {}
         for method in args.methods:
@@ -296,11 +354,11 @@ def main(argv=None):
     with open(stem + ".md", "w") as f:
         f.write(text)
     with open(stem + ".json", "w") as f:
-        json.dump({"train": results["train"],
+        json.dump({"train": results["train"], "export": results["export"],
                    "infer": {f"{s}/{m}": r for (s, m), r in results["infer"].items()}}, f, indent=2)
-    plot(results, stem + ".png")
+    plotted = plot(results, stem + ".png") is not False
     print(text)
-    print(f"wrote {stem}.md, .json, .png")
+    print(f"wrote {stem}.md, .json" + (", .png" if plotted else ""))
 
 
 if __name__ == "__main__":

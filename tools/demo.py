@@ -31,7 +31,6 @@ says how many of how many, and also exits with 1.
 import argparse
 import glob
 import os
-import re
 import sys
 import tempfile
 from typing import List, Optional, Sequence, Tuple
@@ -50,7 +49,7 @@ from detectron2.utils.video_visualizer import VideoVisualizer
 from rein_d2 import load_config
 from rein_d2.data.datasets import CITYSCAPES_CLASSES, CITYSCAPES_COLORS
 from rein_d2.engine import load_model_weights
-from rein_d2.utils.cli import UserError, exit_on_user_error
+from rein_d2.utils.cli import UserError, exit_on_user_error, reclaim_overrides
 from rein_d2.utils.visualizer import draw_predictions, visible_metadata
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -323,22 +322,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     """Parsed arguments; config overrides that --input's list swallowed (``--input a.jpg
     MODEL.WEIGHTS w.pth``) are moved back to ``opts``: everything from the first item that looks
     like a config key (``MODEL.WEIGHTS``, upper case with dots)."""
-    args = build_parser().parse_args(argv)
-    if args.input:
-        for i, item in enumerate(args.input):
-            if _CONFIG_KEY.match(item):
-                args.opts = args.input[i:] + list(args.opts)
-                args.input = args.input[:i]
-                break
-        if not args.input:
-            build_parser().error("--input needs at least one image, folder or glob")
+    args = reclaim_overrides(build_parser().parse_args(argv), "input")
+    if args.input is not None and not args.input:
+        build_parser().error("--input needs at least one image, folder or glob")
     return args
 
 

@@ -8,6 +8,11 @@
 Each target is evaluated at its own evaluation size (its metadata's eval_size) with
 detectron2's SemSegEvaluator; prints per-dataset and mean mIoU and per-class IoU, and writes
 dg_summary.{json,csv,png} to --output-dir. Without --datasets, DATASETS.TEST is used.
+
+With --corruptions (e.g. `--corruptions all`, Cityscapes-C's 15 + 4), each target is also
+scored under every corruption at every --severities level, applied deterministically at
+evaluation time: mIoU per corruption and severity, their mean (mPC) and its ratio to the clean
+mIoU (rPC), in robustness_<target>.{json,csv,png} (the png a heat map).
 """
 import argparse
 import sys
@@ -18,8 +23,10 @@ from detectron2.utils.logger import setup_logger
 
 from rein_d2 import load_config
 from rein_d2.engine import load_model_weights
+from rein_d2.data.corruptions import corruption_names
 from rein_d2.evaluation import evaluate_domain_generalization
-from rein_d2.utils.cli import exit_on_user_error
+from rein_d2.evaluation.robustness import evaluate_robustness
+from rein_d2.utils.cli import exit_on_user_error, reclaim_overrides
 
 
 @exit_on_user_error
@@ -28,9 +35,23 @@ def main(argv=None) -> int:
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--datasets", nargs="+", help="registered target datasets")
     parser.add_argument("--output-dir", default="output/dg")
+    parser.add_argument("--corruptions", nargs="+", metavar="NAME",
+                        help="also score each target under these image corruptions: names of the "
+                             "imagecorruptions package, or common (15), extra (4), all (19)")
+    parser.add_argument("--severities", nargs="+", default=["1", "2", "3", "4", "5"])
+    parser.add_argument("--corruption-seed", type=int, default=0)
+    parser.add_argument("--corruption-cache", metavar="DIR",
+                        help="keep the corrupted images here and reuse them (default: no cache)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE ...")
-    args = parser.parse_args(argv)
+    args = reclaim_overrides(parser.parse_args(argv), "datasets", "corruptions", "severities")
 
+    try:  # a typo in a name or a severity: said before any model is built
+        corruptions = corruption_names(args.corruptions or [])
+        args.severities = [int(s) for s in args.severities]
+        if not all(1 <= s <= 5 for s in args.severities):
+            raise ValueError(f"--severities must be 1..5, got {args.severities}")
+    except ValueError as e:
+        parser.error(str(e))
     cfg = load_config(args.config_file, args.opts)
     setup_logger(name="rein_d2")
     model = build_model(cfg).eval()
@@ -40,6 +61,13 @@ def main(argv=None) -> int:
         summary = evaluate_domain_generalization(cfg, model, names, args.output_dir)
     print(summary.table())
     print(f"wrote {args.output_dir}/dg_summary.json, .csv and .png")
+    if corruptions:
+        for name in names:
+            with torch.no_grad():
+                robust = evaluate_robustness(cfg, model, name, corruptions, args.severities, args.output_dir,
+                                             args.corruption_seed, args.corruption_cache)
+            print(robust.table())
+            print(f"wrote {args.output_dir}/robustness_{name}.json, .csv and .png")
     return 0
 
 

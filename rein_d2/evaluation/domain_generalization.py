@@ -44,8 +44,12 @@ class DGTestMapper:
         self.image_format = image_format
         self.eval_size = tuple(eval_size) if eval_size else None
 
+    def read(self, d: Dict) -> np.ndarray:
+        """The image of ``d`` (HxWx3, INPUT.FORMAT order); subclasses may alter it."""
+        return read_image_checked(d["file_name"], self.image_format)
+
     def __call__(self, d: Dict) -> Dict:
-        image = read_image_checked(d["file_name"], self.image_format)
+        image = self.read(d)
         h, w = image.shape[:2]
         if "sem_seg_file_name" in d:
             check_label_matches(d["sem_seg_file_name"], d["file_name"], w, h)

@@ -150,8 +150,10 @@ class ReinMask2Former(nn.Module):
         count = image.new_zeros((1, h, w))
         for start in range(0, len(corners), self.crop_batch_size):
             chunk = corners[start:start + self.crop_batch_size]
-            crops = ImageList.from_tensors([image[:, y:y + ch, x:x + cw] for y, x in chunk],
-                                           self.backbone.size_divisibility).tensor
+            # every window has one size: pad them all at once, with static sizes (exportable)
+            d = self.backbone.size_divisibility
+            crops = F.pad(torch.stack([image[:, y:y + ch, x:x + cw] for y, x in chunk]),
+                          (0, -cw % d, 0, -ch % d))
             cls_list, mask_list = self.predict_logits(crops)
             seg = semantic_logits(cls_list[-1], mask_list[-1], crops.shape[-2:])[..., :ch, :cw]
             for (y, x), s in zip(chunk, seg):

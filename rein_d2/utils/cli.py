@@ -2,10 +2,13 @@
 as one line instead of a traceback, and a guard against writing over an input file."""
 import functools
 import os
+import re
 import sys
 from typing import Callable, Iterable, Optional
 
-__all__ = ["UserError", "exit_on_user_error", "refuse_overwrite"]
+__all__ = ["UserError", "exit_on_user_error", "refuse_overwrite", "reclaim_overrides"]
+
+CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")  # MODEL.WEIGHTS, SOLVER.BASE_LR ...
 
 
 class UserError(ValueError):
@@ -36,3 +39,17 @@ def refuse_overwrite(output: str, inputs: Iterable[str], flag: str = "--output")
         if same:
             raise UserError(f"{flag} {output} is the input file {path}: writing it would replace "
                             f"the input; give {flag} another path")
+
+
+def reclaim_overrides(args, *names: str):
+    """Config overrides swallowed by a list option (``--input a.jpg MODEL.WEIGHTS w.pth``)
+    go back to ``args.opts``: everything from the first item that looks like a config key
+    (upper case with dots). Returns ``args``."""
+    for name in names:
+        values = getattr(args, name, None) or []
+        for i, item in enumerate(values):
+            if CONFIG_KEY.match(str(item)):
+                args.opts = list(values[i:]) + list(args.opts)
+                setattr(args, name, list(values[:i]))
+                break
+    return args
