@@ -3,9 +3,9 @@ extra, severities 1-5), applied deterministically: each (image, corruption, seve
 from numpy's RNG seeded by (seed, the image's path, corruption, severity), whichever process
 applies it. Optionally cached on disk, written atomically.
 
-``imagecorruptions`` 1.1.2 predates scikit-image 0.19: its calls are adapted here
+``imagecorruptions`` 1.1.2 predates scikit-image 0.19 and numpy 2: its calls are adapted here
 (``multichannel`` became ``channel_axis``; ``random_noise`` takes its generator explicitly, so
-that impulse noise follows the seeded numpy RNG too).
+that impulse noise follows the seeded numpy RNG too; ``np.float_`` is ``np.float64``).
 """
 import hashlib
 import os
@@ -40,6 +40,13 @@ def corruption_names(spec) -> list:
 _PATCHED = False
 
 
+class _NumpyWithFloat:
+    """numpy, plus the ``np.float_`` alias that numpy 2 removed."""
+
+    def __getattr__(self, name):
+        return np.float64 if name == "float_" else getattr(np, name)
+
+
 def _imagecorruptions():
     global _PATCHED
     try:
@@ -64,6 +71,8 @@ def _imagecorruptions():
         def random_noise(image, **kwargs):
             return skimage.util.random_noise(image, rng=int(np.random.randint(2**31)), **kwargs)
 
+        if not hasattr(np, "float_"):  # removed in numpy 2; its fog still uses it
+            impl.np = _NumpyWithFloat()
         impl.gaussian = gaussian
         impl.sk = types.SimpleNamespace(color=skimage.color,
                                         util=types.SimpleNamespace(random_noise=random_noise))
