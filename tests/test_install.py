@@ -23,7 +23,9 @@ def test_install_keeps_numpy_2_and_the_users_opencv(tmp_path):
     report = tmp_path / "report.json"
     dry = subprocess.run(pip + ["install", "--dry-run", "--report", str(report), "-e", REPO],
                          env=env, capture_output=True, text=True)
-    assert dry.returncode == 0, dry.stderr[-2000:]
+    if dry.returncode and "ResolutionImpossible" not in dry.stderr and "conflict" not in dry.stderr:
+        pytest.skip(f"the package index did not answer: {dry.stderr[-300:]}")  # not a verdict
+    assert dry.returncode == 0, dry.stderr[-2000:]  # a resolution conflict is one
     names = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
     assert "rein_d2" in names and {"torch", "timm", "fvcore"} <= names  # it did resolve
     assert "numpy" not in names, "would replace the user's numpy 2"
