@@ -11,8 +11,10 @@ import hashlib
 import os
 import types
 
+import cv2
 import numpy as np
 
+from .datasets.common import write_png_atomic
 from .samplers import seeded_rngs
 
 __all__ = ["COMMON", "EXTRA", "corrupt_image", "corruption_names", "cached_corruption"]
@@ -93,7 +95,6 @@ def corrupt_image(image_rgb: np.ndarray, name: str, severity: int, seed: int = 0
         out = ic.corrupt(np.ascontiguousarray(image_rgb), corruption_name=name, severity=int(severity))
     out = np.clip(np.asarray(out, dtype=np.float64), 0, 255).round().astype(np.uint8)
     if out.shape != image_rgb.shape:  # a few corruptions crop or resize on odd sizes
-        import cv2
         out = cv2.resize(out, (image_rgb.shape[1], image_rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
     return out
 
@@ -102,7 +103,6 @@ def cached_corruption(image_rgb, name, severity, seed, path, cache_dir=None) -> 
     """corrupt_image(), read from or written to ``cache_dir/<name>/<severity>/<file>.png``."""
     if not cache_dir:
         return corrupt_image(image_rgb, name, severity, seed, path)
-    import cv2
     digest = hashlib.blake2b(os.path.abspath(path).encode(), digest_size=6).hexdigest()
     dst = os.path.join(cache_dir, f"seed{seed}", name, str(severity),
                        f"{os.path.splitext(os.path.basename(path))[0]}_{digest}.png")
@@ -111,6 +111,5 @@ def cached_corruption(image_rgb, name, severity, seed, path, cache_dir=None) -> 
         if cached is not None and cached.shape == image_rgb.shape:
             return cached[:, :, ::-1]
     out = corrupt_image(image_rgb, name, severity, seed, path)
-    from .datasets.common import write_png_atomic
     write_png_atomic(dst, out[:, :, ::-1])
     return out

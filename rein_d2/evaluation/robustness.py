@@ -17,6 +17,7 @@ from detectron2.utils import comm
 from tabulate import tabulate
 
 from ..data.corruptions import cached_corruption
+from ..data.dataset_mappers.instance import read_image_checked
 from ..data.datasets.common import dataset_dicts_checked
 from .domain_generalization import DGTestMapper, semantic_evaluator
 
@@ -32,7 +33,6 @@ class CorruptedTestMapper(DGTestMapper):
         self.corruption, self.severity, self.seed, self.cache_dir = corruption, severity, seed, cache_dir
 
     def read(self, d):
-        from ..data.dataset_mappers.instance import read_image_checked
         rgb = read_image_checked(d["file_name"], "RGB")
         bad = cached_corruption(rgb, self.corruption, self.severity, self.seed, d["file_name"],
                                 self.cache_dir)

@@ -9,8 +9,9 @@
 Colour PNGs (the Cityscapes palette) can be written beside, for a look.
 """
 import os
-from typing import Callable, Dict
+from typing import Dict
 
+import cv2
 import numpy as np
 
 from ..data.datasets.common import ID_TO_TRAINID, IGNORE_LABEL, colorize, write_png_atomic
@@ -71,10 +72,8 @@ def to_submission(fmt: str, train_ids: np.ndarray) -> np.ndarray:
     return FORMATS[fmt][0](np.asarray(train_ids, dtype=np.uint8))
 
 
-def write_prediction(fmt: str, train_ids: np.ndarray, dst: str, color_dst: str = None,
-                     writer: Callable = write_png_atomic):
+def write_prediction(fmt: str, train_ids: np.ndarray, dst: str, color_dst: str = None):
     """Write one prediction (atomically: an interrupted run leaves no partial file)."""
-    writer(dst, to_submission(fmt, train_ids))
+    write_png_atomic(dst, to_submission(fmt, train_ids))
     if color_dst:
-        import cv2
-        writer(color_dst, cv2.cvtColor(colorize(train_ids), cv2.COLOR_RGB2BGR))
+        write_png_atomic(color_dst, cv2.cvtColor(colorize(train_ids), cv2.COLOR_RGB2BGR))

@@ -12,7 +12,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from .common import _imap, _up_to_date, convert_labels, find_files
+from .common import _run, _up_to_date, convert_labels, find_files
 
 __all__ = ["HALF_IMAGE_DIR", "HALF_LABEL_DIR", "find_layout", "halve_label", "halve_image",
            "halve_validation", "half_size"]
@@ -69,7 +69,6 @@ def halve_validation(root: str, image_dir: str, label_dir: str, workers: int = 1
     labels = [(s, os.path.join(root, HALF_LABEL_DIR, os.path.relpath(s, label_dir)))
               for s in find_files(label_dir, ".png")]
     todo = [p for p in images if not _up_to_date(*p)]
-    for _ in _imap(todo, halve_image, workers, "mapillary val images, halved"):
-        pass
+    _run(todo, halve_image, workers, "mapillary val images, halved")
     done, _ = convert_labels(labels, halve_label, workers, desc="mapillary val labels, halved")
     return len(todo), done
