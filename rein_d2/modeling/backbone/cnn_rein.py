@@ -58,10 +58,8 @@ class ReinCNN(Backbone):
         overrides = {}
         if depths:
             overrides["layers" if arch.family == "resnet" else "depths"] = tuple(depths)
-        self.timm_overrides = overrides
         self.vit = timm.create_model(arch.timm_name, pretrained=False, num_classes=0, global_pool="",
                                      **overrides)
-        self.vit.reset_classifier(0)
         stages = self._stages()
         self.stage_channels = [self._channels(s) for s in stages]
         self.stage_depths = [len(self._blocks(s)) for s in stages]
