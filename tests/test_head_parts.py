@@ -68,3 +68,16 @@ def test_num_masks_is_averaged_over_processes_and_clamped(monkeypatch):
     assert criterion._num_masks(one, "cpu").item() == 1.0  # (1 + 0) / 2 = 0.5, clamped to 1
     other["count"] = 5.0
     assert criterion._num_masks(one, "cpu").item() == 3.0  # (1 + 5) / 2
+
+
+def test_deformable_sampling_gradients():
+    """Backward of the points-major sampling against finite differences (value, locations and
+    weights), in float64 on a small case."""
+    g = torch.Generator().manual_seed(1)
+    shapes = [(3, 4), (2, 2)]
+    b, heads, d, q, points = 1, 2, 2, 3, 2
+    value = torch.randn(b, sum(h * w for h, w in shapes), heads, d, generator=g, dtype=torch.float64)
+    loc = torch.rand(b, q, heads, len(shapes), points, 2, generator=g, dtype=torch.float64) * 1.2 - 0.1
+    weights = torch.rand(b, q, heads, len(shapes), points, generator=g, dtype=torch.float64)
+    inputs = tuple(t.requires_grad_() for t in (value, loc, weights))
+    assert torch.autograd.gradcheck(lambda v, l, w: ms_deform_attn_sample(v, shapes, l, w), inputs)

@@ -156,6 +156,23 @@ def test_intermediate_stages(head_outputs, reference):
     assert stages["attn_masks"][0].all()
 
 
+def test_inference_path_makes_the_same_last_prediction(model, reference):
+    """all_layers=False (what inference runs) skips the intermediate full-resolution masks; its
+    attention masks and last prediction are those of the full path."""
+    io_ = reference["head"]
+    full, last = {}, {}
+    with torch.no_grad():
+        mask_features, memories = model.pixel_decoder(io_["feats"])
+        cls_all, masks_all = model.predictor(mask_features, memories, io_["query"], stages=full)
+        cls, masks = model.predictor(mask_features, memories, io_["query"], stages=last,
+                                     all_layers=False)
+    assert len(cls) == len(masks) == 1
+    assert maxdiff(cls[0], cls_all[-1]) <= 1e-6 and maxdiff(masks[0], masks_all[-1]) <= 1e-6
+    assert len(last["attn_masks"]) == len(full["attn_masks"])
+    for a, b in zip(last["attn_masks"], full["attn_masks"]):
+        assert torch.equal(a, b)
+
+
 def test_losses_and_assignment_with_recorded_points(model, reference):
     """Every loss term and the Hungarian assignment of every prediction, through the model's
     own criterion (built from the config), with the reference's recorded point coordinates

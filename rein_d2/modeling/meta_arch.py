@@ -3,7 +3,7 @@ queries when it has them), the deformable-attention pixel decoder and the masked
 query decoder. It trains from semantic label maps or from instances (instance and panoptic
 datasets) and predicts any of semantic, instance and panoptic segmentation.
 """
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -121,13 +121,15 @@ class ReinMask2Former(nn.Module):
             results.append(out)
         return results
 
-    def predict_logits(self, images: torch.Tensor):
+    def predict_logits(self, images: torch.Tensor, all_layers: Optional[bool] = None):
         """Per-layer class and mask logits for normalised images [B, 3, H, W] (H, W multiples of
-        the backbone's size_divisibility)."""
+        the backbone's size_divisibility). Outside training (``all_layers`` None) only the last
+        prediction is made: inference reads nothing else."""
         feats = self.backbone(images)
         queries = self.backbone.linked_queries() if hasattr(self.backbone, "linked_queries") else None
         mask_features, memories = self.pixel_decoder([feats[f] for f in self.in_features])
-        return self.predictor(mask_features, memories, queries)
+        all_layers = self.training if all_layers is None else all_layers
+        return self.predictor(mask_features, memories, queries, all_layers=all_layers)
 
     def slide_windows(self, h: int, w: int):
         """Top-left corners and size of the sliding windows over an h x w image, placed as the

@@ -10,9 +10,11 @@ from detectron2.structures import BitMasks, Instances
 def semantic_logits(cls_logits: torch.Tensor, mask_logits: torch.Tensor, size) -> torch.Tensor:
     """[B, K, H, W] class scores: sum over queries of softmax(class)[:-1] x sigmoid(mask),
     masks upsampled bilinearly (align_corners=False) to ``size`` first (docs/method.md section 4)."""
-    masks = F.interpolate(mask_logits, size=size, mode="bilinear", align_corners=False)
+    # in place: the upsampled logits are the largest tensor of inference (interpolate's
+    # backward does not need its output, so this is autograd-safe)
+    masks = F.interpolate(mask_logits, size=size, mode="bilinear", align_corners=False).sigmoid_()
     probs = F.softmax(cls_logits, dim=-1)[..., :-1]
-    return torch.einsum("bqk,bqhw->bkhw", probs, masks.sigmoid())
+    return torch.einsum("bqk,bqhw->bkhw", probs, masks)
 
 
 def instance_inference(cls_logits: torch.Tensor, mask_logits: torch.Tensor, num_classes: int,

@@ -17,15 +17,19 @@ def ms_deform_attn_sample(value: torch.Tensor, shapes: List[Tuple[int, int]],
     b, _, heads, d = value.shape
     _, q, _, levels, points, _ = locations.shape
     per_level = value.split([h * w for h, w in shapes], dim=1)
-    grids = 2 * locations - 1  # grid_sample's [-1, 1] with align_corners=False
-    sampled = []
+    # Points-major grids [B*heads, points, Q, 2]: each level's samples come out
+    # [B*heads, d, points, Q] with Q innermost, so grid_sample and the weighted sum over points
+    # run along long contiguous rows, and no [.., levels * points] stack is materialised (the
+    # query-major layout of the reference's PyTorch path spent most of its time there).
+    grids = (2 * locations - 1).permute(0, 2, 3, 4, 1, 5)  # [B, heads, levels, points, Q, 2]
+    w_ = weights.permute(0, 2, 3, 4, 1).reshape(b * heads, levels, 1, points, q)
+    out = None
     for lvl, (h, w) in enumerate(shapes):
         v = per_level[lvl].flatten(2).transpose(1, 2).reshape(b * heads, d, h, w)
-        g = grids[:, :, :, lvl].transpose(1, 2).flatten(0, 1)  # [B*heads, Q, points, 2]
-        sampled.append(F.grid_sample(v, g, mode="bilinear", padding_mode="zeros",
-                                     align_corners=False))  # [B*heads, d, Q, points]
-    w_ = weights.transpose(1, 2).reshape(b * heads, 1, q, levels * points)
-    out = (torch.stack(sampled, dim=-2).flatten(-2) * w_).sum(-1)  # [B*heads, d, Q]
+        sampled = F.grid_sample(v, grids[:, :, lvl].flatten(0, 1), mode="bilinear",
+                                padding_mode="zeros", align_corners=False)
+        part = (sampled * w_[:, lvl]).sum(2)  # [B*heads, d, Q]
+        out = part if out is None else out + part
     return out.view(b, heads * d, q).transpose(1, 2)
 
 

@@ -101,11 +101,23 @@ class QueryDecoder(nn.Module):
         attn = attn.flatten(2).sigmoid() < 0.5  # [B, Q, hw]
         return cls, masks, attn.detach()
 
+    def attention_mask(self, query: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """The next layer's attention mask alone, from mask features already resized to the
+        attention level. Resizing is linear per channel, so it commutes with the mask
+        embedding: the same logits as predict()'s, without the full-resolution masks."""
+        emb = self.mask_embed(self.transformer_decoder.post_norm(query))
+        logits = torch.einsum("bqc,bchw->bqhw", emb, features)
+        return (logits.flatten(2).sigmoid() < 0.5).detach()
+
     def forward(self, mask_features: torch.Tensor, memories: List[torch.Tensor],
-                queries: Optional[torch.Tensor] = None, stages: Optional[Dict] = None):
+                queries: Optional[torch.Tensor] = None, stages: Optional[Dict] = None,
+                all_layers: bool = True):
         """memories: the pixel decoder's maps, coarsest first. Returns per-prediction lists of
         class logits [B, Q, K+1] and mask logits [B, Q, H/4, W/4]: the prediction before the
-        first layer, then one per layer. ``stages``, when given, collects intermediates."""
+        first layer, then one per layer. ``stages``, when given, collects intermediates.
+
+        ``all_layers=False`` (inference) returns the last prediction only: earlier layers then
+        compute just their attention masks, at the attention levels' sizes."""
         b = mask_features.shape[0]
         inputs, positions = [], []
         for i, mem in enumerate(memories[: self.num_feature_levels]):
@@ -117,8 +129,16 @@ class QueryDecoder(nn.Module):
             stages.setdefault("attn_masks", [])
             stages.setdefault("decoder_layer_outputs", [])
         shapes = [m.shape[-2:] for m in memories]
-        cls, masks, attn = self.predict(query, mask_features, shapes[0])
-        cls_list, mask_list = [cls], [masks]
+        all_layers = all_layers or not self.transformer_decoder.layers
+        if all_layers:
+            cls, masks, attn = self.predict(query, mask_features, shapes[0])
+            cls_list, mask_list = [cls], [masks]
+        else:
+            resized = [F.interpolate(mask_features, size=s, mode="bilinear", align_corners=False)
+                       for s in shapes[: self.num_feature_levels]]
+            attn = self.attention_mask(query, resized[0])
+            cls_list, mask_list = [], []
+        last = len(self.transformer_decoder.layers) - 1
         for i, layer in enumerate(self.transformer_decoder.layers):
             level = i % self.num_feature_levels
             if stages is not None:
@@ -129,9 +149,13 @@ class QueryDecoder(nn.Module):
             query = layer(query, inputs[level], query_pos, positions[level], attn)
             if stages is not None:
                 stages["decoder_layer_outputs"].append(query)
-            cls, masks, attn = self.predict(query, mask_features, shapes[(i + 1) % self.num_feature_levels])
-            cls_list.append(cls)
-            mask_list.append(masks)
+            level = (i + 1) % self.num_feature_levels
+            if all_layers or i == last:
+                cls, masks, attn = self.predict(query, mask_features, shapes[level])
+                cls_list.append(cls)
+                mask_list.append(masks)
+            else:
+                attn = self.attention_mask(query, resized[level])
         if stages is not None:
             stages["attn_masks"].append(attn)
         return cls_list, mask_list

@@ -1,0 +1,285 @@
+"""Where a Rein training step spends its time and memory, component by component, and how step
+time, memory and inference latency grow with crop, batch and image size (used by
+``tools/benchmark.py --profile`` and ``--scaling``).
+
+The breakdown records every call of each component during one real training step (its inputs,
+detached), then replays the calls of one component at a time: forward, then backward from
+random output gradients, each timed on its own. Inputs that needed a gradient in the real step
+need one in the replay, so a frozen block still pays for its input gradient. Memory per
+component is the size of the activations its forward saves for backward (parameters excluded),
+and on CUDA also the peak allocated above the start of the replay. Composite parts ("rest")
+are a whole module's replay minus its named parts.
+
+This file only uses rein_d2's public modules by their attribute names, so ``--baseline REV``
+runs it unchanged against an older checkout.
+"""
+import math
+import statistics
+import time
+from typing import Callable, Dict, List, Tuple
+
+import torch
+from torch import nn
+
+# (component, how to reach the object whose method is recorded, method name)
+PARTS: List[Tuple[str, Callable, str]] = [
+    ("backbone: blocks", lambda m: list(m.backbone.vit.blocks), "forward"),
+    ("backbone: Rein", lambda m: [m.backbone.rein] if getattr(m.backbone, "rein", None) is not None else [], "forward"),
+    ("backbone: neck", lambda m: [m.backbone], "_pyramid"),
+    ("backbone (whole)", lambda m: [m.backbone], "forward"),
+    ("pixel decoder: deformable attention", lambda m: [l.self_attn for l in m.pixel_decoder.encoder.layers], "forward"),
+    ("pixel decoder: FFN", lambda m: [l.ffn for l in m.pixel_decoder.encoder.layers], "forward"),
+    ("pixel decoder (whole)", lambda m: [m.pixel_decoder], "forward"),
+    ("query decoder: masked attention", lambda m: [l.cross_attn for l in m.predictor.transformer_decoder.layers], "forward"),
+    ("query decoder: mask prediction", lambda m: [m.predictor], "predict"),
+    ("query decoder (whole)", lambda m: [m.predictor], "forward"),
+    ("criterion: matcher", lambda m: [m.criterion.matcher], "match_one"),
+    ("criterion: point sampling", lambda m: [m.criterion], "loss_points"),
+    ("criterion (whole)", lambda m: [m.criterion], "forward"),
+]
+# "(whole)" rows minus their named parts give these remainders.
+REST = {"backbone (whole)": ("backbone: rest (embedding)", ["backbone: blocks", "backbone: Rein", "backbone: neck"]),
+        "pixel decoder (whole)": ("pixel decoder: rest (convs, FPN)", ["pixel decoder: deformable attention", "pixel decoder: FFN"]),
+        "query decoder (whole)": ("query decoder: rest (self-attn, FFN)", ["query decoder: masked attention", "query decoder: mask prediction"]),
+        "criterion (whole)": ("criterion: losses", ["criterion: matcher", "criterion: point sampling"])}
+HEAD = ("pixel decoder (whole)", "query decoder (whole)", "criterion (whole)")
+
+
+def _sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _map(obj, fn):
+    """fn applied to every tensor of a nested list / tuple / dict."""
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_map(o, fn) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _map(v, fn) for k, v in obj.items()}
+    return obj
+
+
+def _tensors(obj) -> List[torch.Tensor]:
+    out = []
+    _map(obj, out.append)
+    return out
+
+
+class _Frozen:
+    """A recorded input: its value, detached, and whether the step needed its gradient."""
+
+    def __init__(self, t: torch.Tensor):
+        self.value, self.grad = t.detach().clone(), t.requires_grad
+
+    def thaw(self) -> torch.Tensor:
+        v = self.value.clone()
+        return v.requires_grad_(self.grad) if v.is_floating_point() else v
+
+
+class _Recorder:
+    """Wraps a method on some objects and keeps the (args, kwargs) of every call."""
+
+    def __init__(self, objects, method):
+        self.calls, self.objects, self.method = [], list(objects), method
+        for obj in self.objects:
+            original = getattr(obj, method)
+
+            def wrapped(*args, _original=original, _obj=obj, **kwargs):
+                self.calls.append((_obj, _map(args, _Frozen), _map(kwargs, _Frozen)))
+                return _original(*args, **kwargs)
+            setattr(obj, method, wrapped)
+
+    def remove(self):
+        for obj in self.objects:
+            delattr(obj, self.method)  # back to the class's method
+
+
+def _inputs(recorded):
+    """Fresh leaves from recorded inputs, needing a gradient where the step's did."""
+    if isinstance(recorded, _Frozen):
+        return recorded.thaw()
+    if isinstance(recorded, (list, tuple)):
+        return type(recorded)(_inputs(o) for o in recorded)
+    if isinstance(recorded, dict):
+        return {k: _inputs(v) for k, v in recorded.items()}
+    return recorded
+
+
+def _param_storages(model: nn.Module):
+    return {p.untyped_storage().data_ptr() for p in model.parameters()}
+
+
+def replay(model, calls, method, device) -> Dict[str, float]:
+    """Forward and backward time (s), saved activations (bytes) and, on CUDA, peak memory
+    above the start (bytes) of replaying ``calls`` of ``method``."""
+    params = _param_storages(model)
+    fwd = bwd = saved_total = 0.0
+    saved: Dict[int, int] = {}  # one call's saved storages (freed ones are reused: per call)
+
+    def pack(t):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in params:
+            saved[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    for obj, args, kwargs in calls:
+        saved.clear()
+        args, kwargs = _inputs(args), _inputs(kwargs)
+        fn = getattr(type(obj), method)
+        _sync(device)
+        t = time.perf_counter()
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = fn(obj, *args, **kwargs)
+        _sync(device)
+        fwd += time.perf_counter() - t
+        outs = [o for o in _tensors(out) if o.requires_grad]
+        if outs:
+            grads = [torch.randn_like(o) * 1e-3 for o in outs]
+            _sync(device)
+            t = time.perf_counter()
+            torch.autograd.backward(outs, grads)
+            _sync(device)
+            bwd += time.perf_counter() - t
+        saved_total += sum(saved.values())
+        del out, outs
+    row = {"forward_s": fwd, "backward_s": bwd, "saved_bytes": saved_total}
+    if device == "cuda":
+        row["peak_bytes"] = float(torch.cuda.max_memory_allocated() - base)
+    model.zero_grad(set_to_none=True)
+    return row
+
+
+def profile_step(model, data, device, repeats: int = 3) -> Dict[str, Dict[str, float]]:
+    """Per component: forward / backward seconds (median over ``repeats`` replays), saved
+    activation bytes (and CUDA peak); plus the measured whole step ("step")."""
+    recorders = {}
+    for name, objects, method in PARTS:
+        objs = objects(model)
+        if objs:
+            recorders[name] = _Recorder(objs, method)
+    torch.manual_seed(0)
+    losses = sum(model(data).values())
+    losses.backward()
+    for r in recorders.values():
+        r.remove()
+    model.zero_grad(set_to_none=True)
+
+    steps = []
+    for _ in range(repeats):
+        _sync(device)
+        t = time.perf_counter()
+        sum(model(data).values()).backward()
+        _sync(device)
+        steps.append(time.perf_counter() - t)
+        model.zero_grad(set_to_none=True)
+
+    rows = {}
+    for name, rec in recorders.items():
+        replay(model, rec.calls, rec.method, device)  # warm-up (first-call set-up costs)
+        runs = [replay(model, rec.calls, rec.method, device) for _ in range(repeats)]
+        rows[name] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        rows[name]["calls"] = len(rec.calls)
+    for whole, (rest, parts) in REST.items():
+        if whole in rows:
+            rows[rest] = {k: rows[whole][k] - sum(rows[p][k] for p in parts if p in rows)
+                          for k in ("forward_s", "backward_s")}
+            rows[rest].update(saved_bytes=float("nan"), calls=rows[whole]["calls"])
+    rows["head (pixel decoder + query decoder + criterion)"] = {
+        k: sum(rows[h][k] for h in HEAD) for k in ("forward_s", "backward_s", "saved_bytes")}
+    rows["step"] = {"forward_s": float("nan"), "backward_s": float("nan"),
+                    "total_s": statistics.median(steps), "saved_bytes": float("nan")}
+    for r in rows.values():
+        r.setdefault("total_s", r["forward_s"] + r["backward_s"])
+    return rows
+
+
+def backbone_step(model, data, device, repeats: int = 3) -> Dict[str, float]:
+    """Forward + backward of the backbone alone (blocks, Rein, neck) from random feature
+    gradients: with Rein, to its tokens; without Rein, the frozen network's input gradient
+    (the floor of any method that refines inside it)."""
+    images = torch.stack([(d["image"].to(device) - model.pixel_mean) / model.pixel_std for d in data])
+    rein = getattr(model.backbone, "rein", None)
+    times = []
+    for i in range(repeats + 1):  # the first run warms up
+        x = images.clone().requires_grad_(rein is None)
+        _sync(device)
+        t = time.perf_counter()
+        feats = model.backbone(x)
+        outs = list(feats.values())
+        torch.autograd.backward(outs, [torch.ones_like(o) * 1e-3 for o in outs])
+        _sync(device)
+        if i:
+            times.append(time.perf_counter() - t)
+        model.zero_grad(set_to_none=True)
+    return {"step_s": statistics.median(times)}
+
+
+def growth_exponent(xs: List[float], ys: List[float]) -> float:
+    """Slope of log y against log x (least squares): y ~ x ** slope."""
+    lx, ly = [math.log(x) for x in xs], [math.log(y) for y in ys]
+    mx, my = statistics.fmean(lx), statistics.fmean(ly)
+    den = sum((a - mx) ** 2 for a in lx)
+    return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / den if den else float("nan")
+
+
+def _rss(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _reset_peak(device):
+    """Start a peak-memory window: CUDA max allocated, or the process's peak RSS (VmHWM)."""
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.memory_allocated()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # VmHWM := VmRSS
+    return _rss("VmRSS")
+
+
+def _peak(device, base):
+    return float((torch.cuda.max_memory_allocated() if device == "cuda" else _rss("VmHWM")) - base)
+
+
+def head_step(model, data, device, repeats: int = 3) -> Dict[str, float]:
+    """Forward + backward of the head alone (pixel decoder, query decoder, matcher, losses) on
+    the backbone features of one real step: time (median) and peak memory above the start (run
+    it in a fresh process: the CPU figure is the process's peak RSS growth)."""
+    recs = [_Recorder([model.pixel_decoder], "forward"), _Recorder([model.predictor], "forward"),
+            _Recorder([model.criterion], "forward")]
+    with torch.no_grad():
+        model(data)
+    for r in recs:
+        r.remove()
+    feats = recs[0].calls[0][1]
+    _, args, kwargs = recs[1].calls[0]
+    queries = args[2] if len(args) > 2 else kwargs.get("queries")
+    targets = recs[2].calls[0][1][2]
+    del recs
+    times = []
+    base = _reset_peak(device)
+    for i in range(repeats + 1):  # the first run warms up
+        f, q = _inputs(feats), _inputs(queries)
+        if q is not None:
+            q.requires_grad_(True)  # Rein's tokens train through the queries
+        for t in _tensors(f):
+            t.requires_grad_(True)  # and through the features
+        _sync(device)
+        t0 = time.perf_counter()
+        mask_features, memories = model.pixel_decoder(*f)
+        cls, masks = model.predictor(mask_features, memories, q)
+        sum(model.criterion(cls, masks, _inputs(targets)).values()).backward()
+        _sync(device)
+        if i:
+            times.append(time.perf_counter() - t0)
+        model.zero_grad(set_to_none=True)
+        del mask_features, memories, cls, masks
+    return {"step_s": statistics.median(times), "peak_mem": _peak(device, base)}
