@@ -19,5 +19,8 @@ setup(
     extras_require={"opencv": ["opencv-python-headless"],
                     "export": ["onnx", "onnxruntime", "onnxscript"],  # tools/export_model.py
                     # evaluate_dg.py --corruptions; then: pip install --no-deps imagecorruptions
-                    "robustness": ["scikit-image", "setuptools<81"]},
+                    "robustness": ["scikit-image", "setuptools<81"],
+                    # Deformable DETR's CUDA op for the pixel decoder (used on CUDA when it
+                    # loads against the installed torch; the PyTorch path otherwise)
+                    "cuda": ["ms-deform-attn"]},
 )

@@ -81,3 +81,63 @@ def test_deformable_sampling_gradients():
     weights = torch.rand(b, q, heads, len(shapes), points, generator=g, dtype=torch.float64)
     inputs = tuple(t.requires_grad_() for t in (value, loc, weights))
     assert torch.autograd.gradcheck(lambda v, l, w: ms_deform_attn_sample(v, shapes, l, w), inputs)
+
+
+class _FakeKernel:
+    """Stands in for the compiled CUDA op on CPU: the same calling convention (value, shapes
+    [L, 2] long, level starts [L], locations, weights, im2col step), computed by the PyTorch
+    path, so the dispatch and the autograd wiring are exercised without a GPU."""
+
+    def __init__(self):
+        self.calls = []
+
+    def _shapes(self, value, sizes, starts):
+        shapes = [tuple(s) for s in sizes.tolist()]
+        assert sizes.dtype == torch.long and starts.tolist() == [0] + list(
+            torch.tensor([h * w for h, w in shapes]).cumsum(0)[:-1].tolist())
+        assert value.is_contiguous() and value.dtype == torch.float32
+        return shapes
+
+    def ms_deform_attn_forward(self, value, sizes, starts, loc, w, step):
+        self.calls.append("forward")
+        return ms_deform_attn_sample(value, self._shapes(value, sizes, starts), loc, w)
+
+    def ms_deform_attn_backward(self, value, sizes, starts, loc, w, grad, step):
+        self.calls.append("backward")
+        inputs = [t.detach().requires_grad_() for t in (value, loc, w)]
+        with torch.enable_grad():
+            out = ms_deform_attn_sample(inputs[0], self._shapes(value, sizes, starts), inputs[1], inputs[2])
+        return torch.autograd.grad(out, inputs, grad)
+
+
+def test_cuda_kernel_path_is_wired_like_the_pytorch_path(monkeypatch):
+    from rein_d2.modeling.head import ms_deform_attn as mod
+
+    torch.manual_seed(0)
+    attn = mod.MSDeformAttn(embed_dim=16, num_heads=2, num_levels=2, num_points=2)
+    shapes = [(4, 6), (2, 3)]
+    query = torch.randn(2, 30, 16, requires_grad=True)
+    pos = torch.randn(2, 30, 16)
+    refs = torch.rand(2, 30, 2)
+
+    def run():
+        out = attn(query, pos, refs, shapes)
+        grads = torch.autograd.grad(out.square().sum(), [query] + list(attn.parameters()))
+        return out, grads
+
+    ref_out, ref_grads = run()
+    fake = _FakeKernel()
+    monkeypatch.setattr(mod, "cuda_kernel", lambda: fake)
+    monkeypatch.setattr(mod, "use_kernel", lambda value: True)
+    out, grads = run()
+    assert fake.calls == ["forward", "backward"]
+    torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-6)
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_without_the_kernel_cuda_falls_back_to_pytorch():
+    from rein_d2.modeling.head import ms_deform_attn as mod
+
+    # this machine has no CUDA (and the op is not installed): the PyTorch path is selected
+    assert not mod.use_kernel(torch.zeros(1))

@@ -22,6 +22,7 @@ import multiprocessing as mp
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -50,10 +51,21 @@ ANCHORS = {
 }
 
 
+def _repo():
+    """The checkout whose rein_d2 and configs are measured (a --baseline worktree sets it)."""
+    return os.environ.get("REIN_D2_BENCH_REPO", REPO)
+
+
 def _cfg(size, method, device):
     from rein_d2 import load_config
     opts = [DEPTH[size] // 2 if v == "HALF" else v for v in METHODS[method]]
-    return load_config(os.path.join(REPO, CONFIGS[size]), opts + ["MODEL.DEVICE", device, "MODEL.WEIGHTS", ""])
+    return load_config(os.path.join(_repo(), CONFIGS[size]), opts + ["MODEL.DEVICE", device, "MODEL.WEIGHTS", ""])
+
+
+def _model(size, method, device, train=True):
+    from detectron2.modeling import build_model
+    torch.manual_seed(0)
+    return build_model(_cfg(size, method, device)).train(train)
 
 
 def _rss(field):
@@ -179,19 +191,74 @@ def measure_export(size, runs, device, image_hw=(512, 1024)):
             "max_diff": float(abs(out - ref.numpy()).max()), "image": list(image_hw)}
 
 
-def _child(conn, fn, args):
+def measure_profile(size, batch, crop, device, repeats):
+    """Per-component time and memory of one Rein training step (benchmark_profile.py)."""
+    import benchmark_profile
+    return benchmark_profile.profile_step(_model(size, "Rein", device), _batch(batch, crop), device, repeats)
+
+
+def measure_head(size, batch, crop, device, repeats):
+    """The head alone (pixel decoder, query decoder, matcher, losses), forward + backward."""
+    import benchmark_profile
+    return benchmark_profile.head_step(_model(size, "Rein", device), _batch(batch, crop), device, repeats)
+
+
+def measure_backbone(size, method, batch, crop, device, repeats):
+    """The backbone alone, forward + backward: Rein's to its tokens, the frozen network's to
+    its input."""
+    import benchmark_profile
+    return benchmark_profile.backbone_step(_model(size, method, device), _batch(batch, crop), device, repeats)
+
+
+def measure_numerics(size, batch, crop, device, out_path):
+    """One seeded training step: its losses, and every gradient saved to ``out_path`` for the
+    parent to compare across checkouts (the same weights, data and random draws)."""
+    model = _model(size, "Rein", device)
+    torch.manual_seed(1)
+    losses = model(_batch(batch, crop))
+    sum(losses.values()).backward()
+    torch.save({n: p.grad.detach().cpu() for n, p in model.named_parameters() if p.grad is not None},
+               out_path)
+    return {"losses": {k: float(v) for k, v in losses.items()}, "grads": out_path}
+
+
+def compare_numerics(base, cur):
+    """Largest absolute loss and gradient differences between two measure_numerics results."""
+    if "error" in base or "error" in cur:
+        return {"error": base.get("error") or cur.get("error")}
+    lb, lc = base["losses"], cur["losses"]
+    if set(lb) != set(lc):
+        return {"error": f"different loss terms: {sorted(set(lb) ^ set(lc))}"}
+    gb = torch.load(base["grads"], weights_only=True)
+    gc = torch.load(cur["grads"], weights_only=True)
+    if set(gb) != set(gc):
+        return {"error": f"different trained parameters: {sorted(set(gb) ^ set(gc))[:5]}"}
+    return {"loss_diff": max(abs(lb[k] - lc[k]) for k in lb),
+            "grad_diff": max(float((gb[k] - gc[k]).abs().max()) for k in gb),
+            "grad_scale": max(float(gb[k].abs().max()) for k in gb), "losses": len(lb), "grads": len(gb)}
+
+
+def _child(conn, fn, args, repo=None):
     try:
-        conn.send(("ok", fn(*args)))
+        if repo:  # measure another checkout: its rein_d2 and configs come first
+            os.environ["REIN_D2_BENCH_REPO"] = repo
+            sys.path.insert(0, repo)
+        result = fn(*args)
+        import rein_d2
+        if isinstance(result, dict):
+            result["rein_d2"] = os.path.dirname(os.path.dirname(os.path.abspath(rein_d2.__file__)))
+        conn.send(("ok", result))
     except BaseException as e:  # reported in the table, the other rows still run
         conn.send(("error", f"{type(e).__name__}: {e}"))
     conn.close()
 
 
-def isolated(fn, *args):
-    """fn(*args) in a fresh process (spawned: clean memory peaks); its result or error text."""
+def isolated(fn, *args, repo=None):
+    """fn(*args) in a fresh process (spawned: clean memory peaks), on the rein_d2 of ``repo``
+    (default: this checkout); its result or error text."""
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(child, fn, args))
+    proc = ctx.Process(target=_child, args=(child, fn, args, repo))
     proc.start()
     child.close()
     try:
@@ -323,9 +390,24 @@ def main(argv=None):
                         help="add the ONNX Runtime (CPU) vs eager PyTorch rows (needs onnxruntime)")
     parser.add_argument("--export-only", action="store_true", help="only those rows")
     parser.add_argument("--export-size", nargs=2, type=int, default=[512, 1024], metavar=("H", "W"))
+    parser.add_argument("--profile", action="store_true",
+                        help="per-component time and memory of a Rein training step (instead of the method table)")
+    parser.add_argument("--scaling", action="store_true",
+                        help="step time and peak memory against crop and batch, inference latency against "
+                             "image size, with fitted growth exponents (instead of the method table)")
+    parser.add_argument("--baseline", metavar="REV",
+                        help="measure the head, backbone, step and inference rows (and --profile / "
+                             "--scaling rows) on a git worktree of REV too, side by side, with ratios")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats of --profile / --baseline rows")
+    parser.add_argument("--scaling-crops", nargs="+", type=int, default=[512, 768, 1024])
+    parser.add_argument("--scaling-batches", nargs="+", type=int, default=[1, 2, 4])
+    parser.add_argument("--scaling-images", nargs="+", default=["512x1024", "768x1536", "1024x2048"])
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.large_batch is None:
         args.large_batch = args.batch if args.device == "cuda" else 1
+    if args.profile or args.scaling or args.baseline:
+        return analysis(args)
 
     start = time.time()
     results = {"train": {}, "infer": {}, "export": {}}
@@ -359,6 +441,157 @@ def main(argv=None):
     plotted = plot(results, stem + ".png") is not False
     print(text)
     print(f"wrote {stem}.md, .json" + (", .png" if plotted else ""))
+
+
+def _worktree(rev):
+    """A detached git worktree of ``rev`` in a temporary folder (removed by the caller)."""
+    path = tempfile.mkdtemp(prefix="rein_d2_baseline_")
+    try:
+        subprocess.run(["git", "-C", REPO, "worktree", "add", "--detach", path, rev], check=True,
+                       capture_output=True, text=True)
+    except subprocess.CalledProcessError as e:
+        os.rmdir(path)
+        sys.exit(f"error: cannot check out --baseline {rev!r}: {e.stderr.strip()} (give a commit, "
+                 "branch or tag of this repository)")
+    return path
+
+
+def analysis_rows(args):
+    """(section, label, fn, args) of the --baseline / --profile / --scaling rows."""
+    rows = []
+    for size in args.sizes:
+        tag = f"DINOv2-{size[0].upper()}"
+        batch = args.batch if size == "small" else args.large_batch
+        common = (batch, args.crop, args.device, args.repeats)
+        if args.baseline:
+            rows += [
+                ("compare", f"{tag} head forward + backward, batch {batch}, {args.crop}", measure_head, (size,) + common),
+                ("compare", f"{tag} backbone forward + backward (Rein), batch {batch}", measure_backbone,
+                 (size, "Rein") + common),
+                ("compare", f"{tag} backbone forward + backward (frozen, input gradient)", measure_backbone,
+                 (size, "frozen backbone") + common),
+                ("compare", f"{tag} training step, batch {batch}", measure_training,
+                 (size, "Rein", batch, args.crop, args.steps, args.warmup, args.device)),
+            ]
+            if not args.no_inference:
+                rows += [("compare", f"{tag} inference 1024x2048, {mode}", measure_inference,
+                          (size, mode, args.inference_runs, args.device)) for mode in ("whole", "slide")]
+        if args.profile:
+            rows.append(("profile", tag, measure_profile, (size,) + common))
+        if args.scaling:
+            rows += [(("scaling", "crop"), c, measure_training, (size, "Rein", 1, c, args.steps, args.warmup, args.device))
+                     for c in args.scaling_crops]
+            rows += [(("scaling", "batch"), b, measure_training, (size, "Rein", b, 512, args.steps, args.warmup, args.device))
+                     for b in args.scaling_batches]
+            images = [tuple(int(v) for v in s.split("x")) for s in args.scaling_images]
+            rows += [(("scaling", "image"), hw, measure_inference, (size, "whole", args.inference_runs, args.device, hw))
+                     for hw in images]
+    return rows
+
+
+def analysis(args):
+    """--profile / --scaling / --baseline: run the rows (on REV too, alternating), write
+    <output>/<device>_profile.{md,json} and its plots."""
+    import benchmark_profile as bp
+
+    start = time.time()
+    base_repo = _worktree(args.baseline) if args.baseline else None
+    results = []
+    try:
+        for section, label, fn, fn_args in analysis_rows(args):
+            r = {}
+            if base_repo:
+                r["baseline"] = isolated(fn, *fn_args, repo=base_repo)
+            r["current"] = isolated(fn, *fn_args)
+            results.append((section, label, r))
+            print(f"[{time.time() - start:6.0f} s] {section} / {label}: "
+                  + "; ".join(f"{k}: {_brief(v)}" for k, v in r.items()), flush=True)
+        if base_repo:  # the same seeded step on both: do losses and gradients still agree?
+            size = args.sizes[0]
+            batch = args.batch if size == "small" else args.large_batch
+            with tempfile.TemporaryDirectory() as tmp:
+                runs = [isolated(measure_numerics, size, batch, args.crop, args.device,
+                                 os.path.join(tmp, f"{name}.pth"), repo=repo)
+                        for name, repo in (("baseline", base_repo), ("current", None))]
+                numerics = compare_numerics(*runs)
+            print(f"numerics: {numerics}", flush=True)
+    finally:
+        if base_repo:
+            subprocess.run(["git", "-C", REPO, "worktree", "remove", "--force", base_repo], check=False)
+    elapsed = time.time() - start
+    cmd = "python tools/benchmark.py " + " ".join(args.argv)
+    lines = [f"# rein_d2 profile: {args.device.upper()}", "",
+             f"Machine: {machine(args.device)}. Run: `{cmd.strip()}` ({elapsed / 60:.1f} min). "
+             "Random weights and images; each row in a fresh process"
+             + (f", alternating between this checkout and a worktree of `{args.baseline}`." if args.baseline else "."),
+             ""]
+    compare = {label: r for s, label, r in results if s == "compare"}
+    if compare:
+        lines += [f"## This checkout against `{args.baseline}`", "",
+                  "Time: median of the timed repeats. Peak memory: CUDA max allocated, or the "
+                  "process's peak RSS growth (head: from just before its first step).", ""]
+        lines += bp.compare_table(compare, args.baseline) + [""]
+    if args.baseline:
+        n = numerics
+        lines += (["Numerics: " + ("failed: " + n["error"] if "error" in n else
+                   f"one seeded training step ({args.sizes[0]}, batch {args.batch}, crop {args.crop}) on "
+                   f"both: the {n['losses']} losses differ by at most {n['loss_diff']:.1e}, the "
+                   f"{n['grads']} gradients by at most {n['grad_diff']:.1e} (largest gradient "
+                   f"{n['grad_scale']:.1e})."), ""])
+    profiles = {label: r for s, label, r in results if s == "profile"}
+    for label, r in profiles.items():
+        lines += [f"## Where a {label} training step goes (batch {args.batch}, crop {args.crop})", "",
+                  "Each component's recorded calls replayed alone: forward, then backward from "
+                  "random output gradients; saved activations: what its forward keeps for backward "
+                  "(parameters excluded). \"rest\" rows: the whole module less its named parts. The "
+                  "step row is the measured whole step; replayed parts add up to about it.", ""]
+        cur, base = r["current"], r.get("baseline")
+        if "error" in cur:
+            lines += [f"failed: {cur['error']}", ""]
+            continue
+        lines += bp.profile_table(cur, base if base and "error" not in base else None, args.baseline) + [""]
+    scaling = {}
+    for s, label, r in results:
+        if isinstance(s, tuple):
+            scaling.setdefault(s[1], []).append((label, r["current"]))
+    if scaling:
+        lines += ["## Scaling", ""] + bp.scaling_tables(scaling)
+    stem = os.path.join(args.output, f"{args.device}_profile")
+    os.makedirs(args.output, exist_ok=True)
+    plotted = []
+    if profiles:
+        bars = {}
+        for label, r in profiles.items():
+            if base_repo and "error" not in r.get("baseline", {"error": 1}):
+                bars[f"{label}, {args.baseline}"] = r["baseline"]
+            if "error" not in r["current"]:
+                bars[f"{label}, this checkout"] = r["current"]
+        if bars:
+            bp.plot_profile(bars, stem + ".png")
+            plotted.append(stem + ".png")
+            lines += [f"![components](./{os.path.basename(stem)}.png)", ""]
+    if scaling:
+        bp.plot_scaling(scaling, stem + "_scaling.png")
+        plotted.append(stem + "_scaling.png")
+        lines += [f"![scaling](./{os.path.basename(stem)}_scaling.png)", ""]
+    text = "\n".join(lines)
+    with open(stem + ".md", "w") as f:
+        f.write(text)
+    with open(stem + ".json", "w") as f:
+        json.dump([{"section": s if isinstance(s, str) else "/".join(s), "label": label, **r}
+                   for s, label, r in results], f, indent=2, default=str)
+    print(text)
+    print(f"wrote {stem}.md, .json" + "".join(", " + p for p in plotted))
+    return results
+
+
+def _brief(r):
+    if "error" in r:
+        return "failed: " + r["error"]
+    keys = [k for k in ("step_s", "latency_s", "peak_mem") if k in r]
+    if keys:
+        return ", ".join(f"{k} {r[k]:.3g}" for k in keys)
+    return f"step {r.get('step', {}).get('total_s', float('nan')):.3g} s"
 
 
 if __name__ == "__main__":

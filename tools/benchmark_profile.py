@@ -283,3 +283,139 @@ def head_step(model, data, device, repeats: int = 3) -> Dict[str, float]:
         model.zero_grad(set_to_none=True)
         del mask_features, memories, cls, masks
     return {"step_s": statistics.median(times), "peak_mem": _peak(device, base)}
+
+
+# ---- reports -----------------------------------------------------------------------------
+
+def _s(x):
+    return "-" if x is None or x != x else f"{x:.2f} s"
+
+
+def _mib(x):
+    return "-" if x is None or x != x else f"{x / 2**20:,.0f} MiB"
+
+
+def _ratio(cur, base):
+    return "-" if not base or cur != cur or base != base else f"{cur / base:.2f}x"
+
+
+COMPARE_METRICS = {"step_s": ("time", _s), "peak_mem": ("peak memory", _mib),
+                   "latency_s": ("latency", _s)}
+# Breakdown rows in the table's order (composites last).
+ORDER = ["backbone: blocks", "backbone: Rein", "backbone: neck", "backbone: rest (embedding)",
+         "pixel decoder: deformable attention", "pixel decoder: FFN", "pixel decoder: rest (convs, FPN)",
+         "query decoder: masked attention", "query decoder: mask prediction",
+         "query decoder: rest (self-attn, FFN)", "criterion: matcher", "criterion: point sampling",
+         "criterion: losses"]
+TOTALS = ["backbone (whole)", "pixel decoder (whole)", "query decoder (whole)", "criterion (whole)",
+          "head (pixel decoder + query decoder + criterion)", "step"]
+
+
+def compare_table(rows, baseline):
+    """rows: label -> {"current": result, "baseline": result}."""
+    head = "| row | measure | " + (f"baseline {baseline} | this checkout | ratio |" if baseline else "this checkout |")
+    lines = [head, "|---|---|" + ("---:|---:|---:|" if baseline else "---:|")]
+    for label, r in rows.items():
+        cur, base = r["current"], r.get("baseline")
+        for key, (name, fmt) in COMPARE_METRICS.items():
+            if key not in cur and "error" not in cur:
+                continue
+            c = "failed: " + cur["error"] if "error" in cur else fmt(cur[key])
+            if baseline:
+                b = "failed: " + base["error"] if "error" in base else fmt(base.get(key))
+                ratio = _ratio(cur[key], base[key]) if key in cur and key in base else "-"
+                lines.append(f"| {label} | {name} | {b} | {c} | {ratio} |")
+            else:
+                lines.append(f"| {label} | {name} | {c} |")
+            if "error" in cur:
+                break
+    return lines
+
+
+def profile_table(cur, base=None, baseline=""):
+    step = cur["step"]["total_s"]
+    cols = "| component | calls | forward | backward | total | share of the step | saved activations |"
+    sep = "|---|---:|---:|---:|---:|---:|---:|"
+    if base:
+        cols += f" total, {baseline} | ratio |"
+        sep += "---:|---:|"
+    lines = [cols, sep]
+    for name in ORDER + TOTALS:
+        if name not in cur:
+            continue
+        r = cur[name]
+        line = (f"| {name} | {r.get('calls', '') or ''} | {_s(r['forward_s'])} | {_s(r['backward_s'])} | "
+                f"{_s(r['total_s'])} | {100 * r['total_s'] / step:.0f}% | {_mib(r['saved_bytes'])} |")
+        if base:
+            b = base.get(name, {}).get("total_s")
+            line += f" {_s(b)} | {_ratio(r['total_s'], b)} |"
+        lines.append(line)
+    return lines
+
+
+def plot_profile(profiles, path):
+    """Stacked bars: the step's components (forward + backward), one bar per run."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 1.2 + 0.7 * len(profiles)))
+    colors = plt.get_cmap("tab20").colors
+    labels = list(profiles)
+    for i, name in enumerate(ORDER):
+        left = [sum(p.get(n, {}).get("total_s", 0) for n in ORDER[:i]) for p in profiles.values()]
+        vals = [p.get(name, {}).get("total_s", 0) for p in profiles.values()]
+        ax.barh(labels, vals, left=left, color=colors[i % len(colors)], label=name)
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds per training step (forward + backward, replayed per component)")
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.35 if len(profiles) < 3 else -0.2))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def scaling_tables(scaling):
+    """scaling: kind -> [(x, result)]; a table per kind with the fitted growth exponent."""
+    lines = []
+    spec = {"crop": ("training, batch 1: crop", lambda x: x * x, "pixels", ["step_s", "peak_mem"]),
+            "batch": ("training, crop 512: batch", lambda x: x, "batch", ["step_s", "peak_mem"]),
+            "image": ("whole-image inference: image", lambda x: x[0] * x[1], "pixels", ["latency_s"])}
+    for kind, rows in scaling.items():
+        title, size_of, unit, keys = spec[kind]
+        ok = [(x, r) for x, r in rows if "error" not in r]
+        lines += [f"### {title}", "", "| " + kind + " | " + " | ".join(COMPARE_METRICS[k][0] for k in keys) + " |",
+                  "|---|" + "---:|" * len(keys)]
+        for x, r in rows:
+            label = "x".join(map(str, x)) if isinstance(x, (list, tuple)) else str(x)
+            lines.append(f"| {label} | " + " | ".join(
+                ("failed: " + r["error"]) if "error" in r else COMPARE_METRICS[k][1](r[k]) for k in keys) + " |")
+        if len(ok) >= 2:
+            fits = [f"{COMPARE_METRICS[k][0]} ~ {unit}^{growth_exponent([size_of(x) for x, _ in ok], [r[k] for _, r in ok]):.2f}"
+                    for k in keys]
+            lines += ["", "Fitted growth (least squares in log-log): " + ", ".join(fits) + "."]
+        lines.append("")
+    return lines
+
+
+def plot_scaling(scaling, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(scaling), figsize=(4.2 * len(scaling), 3.4), squeeze=False)
+    for ax, (kind, rows) in zip(axes[0], scaling.items()):
+        ok = [(x, r) for x, r in rows if "error" not in r]
+        xs = [x[0] * x[1] / 1e6 if kind == "image" else (x * x / 1e6 if kind == "crop" else x) for x, _ in ok]
+        key = "latency_s" if kind == "image" else "step_s"
+        ax.plot(xs, [r[key] for _, r in ok], "o-", label="time (s)")
+        ax.set_xlabel({"crop": "crop (megapixels), batch 1", "batch": "batch (crop 512)",
+                       "image": "image (megapixels)"}[kind])
+        ax.set_ylabel("inference latency (s)" if kind == "image" else "training step (s)")
+        if kind != "image":
+            ax2 = ax.twinx()
+            ax2.plot(xs, [r["peak_mem"] / 2**30 for _, r in ok], "s--", color="#c44e52")
+            ax2.set_ylabel("peak memory (GiB)", color="#c44e52")
+        ax.set_title(kind)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,13 +1,68 @@
-"""Multi-scale deformable attention (Deformable DETR) in pure PyTorch.
+"""Multi-scale deformable attention (Deformable DETR).
 
-Runs on CPU and CUDA with no compiled op: each level's values are sampled bilinearly with
-grid_sample at the predicted locations and summed with the attention weights.
+On CUDA, Deformable DETR's own kernel is used when the ``ms-deform-attn`` wheel (PyPI; module
+``MultiScaleDeformableAttention``) imports: ``pip install -e ".[cuda]"``. Everywhere else, and
+whenever that module is missing or does not load against this torch, the pure-PyTorch path
+runs: each level's values are sampled bilinearly with grid_sample at the predicted locations
+and summed with the attention weights. Both compute the same function.
 """
+import functools
+import logging
 from typing import List, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+logger = logging.getLogger(__name__)
+IM2COL_STEP = 64  # the kernel's images per block (Deformable DETR's default)
+
+
+@functools.lru_cache(maxsize=None)
+def cuda_kernel():
+    """The compiled op module, or None (not installed, or built for another torch)."""
+    try:
+        import MultiScaleDeformableAttention as kernel
+    except (ImportError, OSError) as e:  # OSError: undefined symbols of another torch build
+        logger.info("deformable attention: the pure-PyTorch path (no CUDA kernel: %s)", e)
+        return None
+    return kernel
+
+
+class _KernelSample(torch.autograd.Function):
+    """The compiled op as an autograd function (its backward is the op's own)."""
+
+    @staticmethod
+    def forward(ctx, value, shapes, starts, locations, weights):
+        kernel = cuda_kernel()
+        ctx.save_for_backward(value, shapes, starts, locations, weights)
+        return kernel.ms_deform_attn_forward(value, shapes, starts, locations, weights, IM2COL_STEP)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        value, shapes, starts, locations, weights = ctx.saved_tensors
+        g_value, g_loc, g_weights = cuda_kernel().ms_deform_attn_backward(
+            value, shapes, starts, locations, weights, grad.contiguous(), IM2COL_STEP)
+        return g_value, None, None, g_loc, g_weights
+
+
+def use_kernel(value: torch.Tensor) -> bool:
+    """The compiled op for CUDA tensors when it is installed."""
+    return value.is_cuda and cuda_kernel() is not None
+
+
+def ms_deform_attn(value: torch.Tensor, shapes: List[Tuple[int, int]], locations: torch.Tensor,
+                   weights: torch.Tensor) -> torch.Tensor:
+    """ms_deform_attn_sample's contract, through the CUDA kernel where use_kernel() says so."""
+    if not use_kernel(value):
+        return ms_deform_attn_sample(value, shapes, locations, weights)
+    sizes = torch.as_tensor(shapes, dtype=torch.long, device=value.device)
+    starts = torch.cat([sizes.new_zeros(1), (sizes[:, 0] * sizes[:, 1]).cumsum(0)[:-1]])
+    # the op is float32 only: under AMP it runs in float32 and hands back the input's dtype
+    out = _KernelSample.apply(value.float().contiguous(), sizes, starts,
+                              locations.float().contiguous(), weights.float().contiguous())
+    return out.to(value.dtype)
 
 
 def ms_deform_attn_sample(value: torch.Tensor, shapes: List[Tuple[int, int]],
@@ -79,5 +134,5 @@ class MSDeformAttn(nn.Module):
         normalizer = torch.tensor([[w, h] for h, w in shapes], dtype=query.dtype, device=query.device)
         locations = (reference_points[:, :, None, None, None, :]
                      + offsets / normalizer[None, None, None, :, None, :])
-        out = ms_deform_attn_sample(value, shapes, locations, weights)
+        out = ms_deform_attn(value, shapes, locations, weights)
         return query + self.output_proj(out)
