@@ -39,7 +39,8 @@ def load_config(config_file: str, opts=()) -> CN:
 # Keys with a fixed set of values: a typo is named at load time, not deep inside a run.
 _CHOICES = {"SOLVER.AMP.PRECISION": ("float16", "bfloat16"),
             "MODEL.VIT.NECK": ("resize", "deconv"),
-            "MODEL.MASK2FORMER.TEST.MODE": ("whole", "slide")}
+            "MODEL.MASK2FORMER.TEST.MODE": ("whole", "slide"),
+            "MODEL.MASK2FORMER.TEST.AUTOCAST": ("", "bfloat16", "float16")}
 
 
 def check_config(cfg: CN) -> None:
@@ -150,6 +151,9 @@ def add_rein_config(cfg: CN) -> CN:
     cfg.MODEL.MASK2FORMER.TEST.STRIDE = (341, 341)
     # Windows run through the model at once (bounds memory on large images).
     cfg.MODEL.MASK2FORMER.TEST.CROP_BATCH_SIZE = 8
+    # Inference network under autocast: "" (float32, the reference's numbers), "bfloat16" (CPU
+    # or CUDA) or "float16" (CUDA); class and mask logits return to float32 before post-processing.
+    cfg.MODEL.MASK2FORMER.TEST.AUTOCAST = ""
 
     # Semantic training augmentation (docs/method.md section 5); the short-side choices, crop and
     # flip use detectron2's INPUT.MIN_SIZE_TRAIN / MAX_SIZE_TRAIN / CROP / RANDOM_FLIP keys.

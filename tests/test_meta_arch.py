@@ -89,3 +89,18 @@ def test_any_detectron2_backbone_uses_learned_queries():
     with torch.no_grad():
         out = model.eval()([{"image": torch.rand(3, 64, 96) * 255}])
     assert out[0]["sem_seg"].shape == (3, 64, 96)
+
+
+def test_bfloat16_autocast_inference_stays_close_to_float32():
+    """TEST.AUTOCAST bfloat16: the network runs in bfloat16, the scores come back in float32
+    and within bfloat16's precision of the float32 ones."""
+    torch.manual_seed(0)
+    exact = mini_model().eval()
+    fast = mini_model("MODEL.MASK2FORMER.TEST.AUTOCAST", "bfloat16").eval()
+    fast.load_state_dict(exact.state_dict())
+    x = sample()
+    with torch.no_grad():
+        a, b = exact([x])[0]["sem_seg"], fast([x])[0]["sem_seg"]
+    assert b.dtype == torch.float32 and b.shape == a.shape
+    diff = (a - b).abs().max().item()
+    assert 0 < diff < 0.05 * a.abs().max().item()  # bfloat16 did run, and stayed close

@@ -29,7 +29,8 @@ class ReinMask2Former(nn.Module):
                  semantic_on: bool = True, instance_on: bool = False, panoptic_on: bool = False,
                  object_mask_threshold: float = 0.8, overlap_threshold: float = 0.8,
                  test_topk: int = 100, metadata=None, test_mode: str = "whole",
-                 crop_size=(512, 512), stride=(341, 341), crop_batch_size: int = 8):
+                 crop_size=(512, 512), stride=(341, 341), crop_batch_size: int = 8,
+                 test_autocast: str = ""):
         super().__init__()
         self.backbone = backbone
         self.pixel_decoder = pixel_decoder
@@ -53,6 +54,7 @@ class ReinMask2Former(nn.Module):
         self.test_mode = test_mode
         self.crop_size, self.stride = tuple(crop_size), tuple(stride)
         self.crop_batch_size = crop_batch_size
+        self.test_autocast = getattr(torch, test_autocast) if test_autocast else None
 
     @classmethod
     def from_config(cls, cfg):
@@ -90,7 +92,7 @@ class ReinMask2Former(nn.Module):
             overlap_threshold=m.TEST.OVERLAP_THRESHOLD, test_topk=m.TEST.DETECTIONS_PER_IMAGE,
             metadata=MetadataCatalog.get(datasets[0]) if datasets else None,
             test_mode=m.TEST.MODE, crop_size=m.TEST.CROP_SIZE, stride=m.TEST.STRIDE,
-            crop_batch_size=m.TEST.CROP_BATCH_SIZE,
+            crop_batch_size=m.TEST.CROP_BATCH_SIZE, test_autocast=m.TEST.AUTOCAST,
         )
 
     @property
@@ -125,11 +127,16 @@ class ReinMask2Former(nn.Module):
         """Per-layer class and mask logits for normalised images [B, 3, H, W] (H, W multiples of
         the backbone's size_divisibility). Outside training (``all_layers`` None) only the last
         prediction is made: inference reads nothing else."""
-        feats = self.backbone(images)
-        queries = self.backbone.linked_queries() if hasattr(self.backbone, "linked_queries") else None
-        mask_features, memories = self.pixel_decoder([feats[f] for f in self.in_features])
         all_layers = self.training if all_layers is None else all_layers
-        return self.predictor(mask_features, memories, queries, all_layers=all_layers)
+        dtype = None if self.training else self.test_autocast
+        with torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            feats = self.backbone(images)
+            queries = self.backbone.linked_queries() if hasattr(self.backbone, "linked_queries") else None
+            mask_features, memories = self.pixel_decoder([feats[f] for f in self.in_features])
+            cls_list, mask_list = self.predictor(mask_features, memories, queries, all_layers=all_layers)
+        if dtype is not None:  # post-processing in float32
+            cls_list, mask_list = [c.float() for c in cls_list], [m.float() for m in mask_list]
+        return cls_list, mask_list
 
     def slide_windows(self, h: int, w: int):
         """Top-left corners and size of the sliding windows over an h x w image, placed as the
