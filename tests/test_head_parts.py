@@ -141,3 +141,28 @@ def test_without_the_kernel_cuda_falls_back_to_pytorch():
 
     # this machine has no CUDA (and the op is not installed): the PyTorch path is selected
     assert not mod.use_kernel(torch.zeros(1))
+
+
+def test_recomputed_sampling_gives_the_same_gradients_and_keeps_less():
+    from rein_d2.modeling.head.ms_deform_attn import MSDeformAttn
+
+    torch.manual_seed(0)
+    plain = MSDeformAttn(embed_dim=16, num_heads=2, num_levels=2, num_points=2)
+    recompute = MSDeformAttn(embed_dim=16, num_heads=2, num_levels=2, num_points=2, recompute_sampling=True)
+    recompute.load_state_dict(plain.state_dict())
+    shapes = [(8, 12), (4, 6)]
+    query = torch.randn(2, 120, 16)
+    pos, refs = torch.randn(2, 120, 16), torch.rand(2, 120, 2)
+    results = []
+    for attn in (plain, recompute):
+        saved = []
+        q = query.clone().requires_grad_()
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+            out = attn(q, pos, refs, shapes)
+        grads = torch.autograd.grad(out.square().sum(), [q] + list(attn.parameters()))
+        results.append((out, grads, sum(saved)))
+    (a, ga, na), (b, gb, nb) = results
+    torch.testing.assert_close(b, a, rtol=0, atol=0)
+    for x, y in zip(gb, ga):
+        torch.testing.assert_close(x, y, rtol=0, atol=1e-6)
+    assert nb < 0.7 * na  # the per-level samples are not kept

@@ -74,7 +74,8 @@ class ReinMask2Former(nn.Module):
                 in_channels=[shapes[f].channels for f in in_features],
                 strides=[shapes[f].stride for f in in_features], feat_channels=m.HIDDEN_DIM,
                 out_channels=m.HIDDEN_DIM, num_layers=m.ENC_LAYERS, num_heads=m.NHEADS,
-                num_points=m.ENC_POINTS, ffn_dim=m.ENC_DIM_FEEDFORWARD),
+                num_points=m.ENC_POINTS, ffn_dim=m.ENC_DIM_FEEDFORWARD,
+                recompute_sampling=m.ENC_RECOMPUTE_SAMPLING),
             predictor=QueryDecoder(
                 num_classes=num_classes, dim=m.HIDDEN_DIM, num_queries=m.NUM_QUERIES,
                 num_heads=m.NHEADS, num_layers=m.DEC_LAYERS, ffn_dim=m.DIM_FEEDFORWARD,

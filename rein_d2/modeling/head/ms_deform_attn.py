@@ -11,6 +11,7 @@ import logging
 from typing import List, Tuple
 
 import torch
+import torch.utils.checkpoint
 import torch.nn.functional as F
 from torch import nn
 
@@ -92,8 +93,11 @@ class MSDeformAttn(nn.Module):
     """Deformable attention over ``num_levels`` flattened maps; adds its input (residual)."""
 
     def __init__(self, embed_dim: int = 256, num_heads: int = 8, num_levels: int = 3,
-                 num_points: int = 4):
+                 num_points: int = 4, recompute_sampling: bool = False):
         super().__init__()
+        # Keep only the sampling's inputs for backward and sample again there: its samples
+        # ([B * heads, d, points, Q] per level) are the pixel decoder's largest activations.
+        self.recompute_sampling = recompute_sampling
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim {embed_dim} must be divisible by num_heads {num_heads}")
         self.num_heads, self.num_levels, self.num_points = num_heads, num_levels, num_points
@@ -134,5 +138,9 @@ class MSDeformAttn(nn.Module):
         normalizer = torch.tensor([[w, h] for h, w in shapes], dtype=query.dtype, device=query.device)
         locations = (reference_points[:, :, None, None, None, :]
                      + offsets / normalizer[None, None, None, :, None, :])
-        out = ms_deform_attn(value, shapes, locations, weights)
+        if self.recompute_sampling and torch.is_grad_enabled() and not use_kernel(value):
+            out = torch.utils.checkpoint.checkpoint(ms_deform_attn, value, shapes, locations,
+                                                    weights, use_reentrant=False)
+        else:  # (the CUDA kernel keeps only its inputs anyway)
+            out = ms_deform_attn(value, shapes, locations, weights)
         return query + self.output_proj(out)

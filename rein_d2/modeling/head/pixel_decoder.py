@@ -46,9 +46,10 @@ class FFN(nn.Module):
 class DeformEncoderLayer(nn.Module):
     """Post-norm layer: deformable self-attention, norm, FFN, norm."""
 
-    def __init__(self, dim: int, heads: int, levels: int, points: int, ffn_dim: int):
+    def __init__(self, dim: int, heads: int, levels: int, points: int, ffn_dim: int,
+                 recompute_sampling: bool = False):
         super().__init__()
-        self.self_attn = MSDeformAttn(dim, heads, levels, points)
+        self.self_attn = MSDeformAttn(dim, heads, levels, points, recompute_sampling)
         self.ffn = FFN(dim, ffn_dim)
         self.norms = nn.ModuleList([nn.LayerNorm(dim), nn.LayerNorm(dim)])
 
@@ -74,7 +75,8 @@ class MSDeformAttnPixelDecoder(nn.Module):
 
     def __init__(self, *, in_channels: List[int], strides: List[int], feat_channels: int = 256,
                  out_channels: int = 256, num_encoder_levels: int = 3, num_layers: int = 6,
-                 num_heads: int = 8, num_points: int = 4, ffn_dim: int = 1024):
+                 num_heads: int = 8, num_points: int = 4, ffn_dim: int = 1024,
+                 recompute_sampling: bool = False):
         super().__init__()
         self.strides = list(strides)
         self.num_input_levels = len(in_channels)
@@ -85,7 +87,8 @@ class MSDeformAttnPixelDecoder(nn.Module):
             for i in range(self.num_input_levels - 1, self.num_input_levels - num_encoder_levels - 1, -1)
         ])
         self.encoder = DeformEncoder(num_layers, dim=feat_channels, heads=num_heads,
-                                     levels=num_encoder_levels, points=num_points, ffn_dim=ffn_dim)
+                                     levels=num_encoder_levels, points=num_points, ffn_dim=ffn_dim,
+                                     recompute_sampling=recompute_sampling)
         self.position_encoding = SinePositionEncoding(feat_channels // 2)
         self.level_encoding = nn.Embedding(num_encoder_levels, feat_channels)
         n_lateral = self.num_input_levels - num_encoder_levels
