@@ -99,9 +99,10 @@ class Rein(nn.Module):
         if self.use_softmax:
             attn = F.softmax(attn * self.embed_dim**-0.5, dim=-1)
         # Token 0 takes part in the softmax, but its column is dropped: a "null" token that lets
-        # a patch attend to nothing.
-        delta_bar = attn[..., 1:] @ self.mlp_token2feat(tokens[1:])
-        return self.mlp_delta_f(delta_bar + feats)
+        # a patch attend to nothing. Its row of the right-hand side is zero instead of slicing
+        # the column off: the same sum, without copying the strided [B, N, m - 1] slice.
+        token_feats = F.pad(self.mlp_token2feat(tokens[1:]), (0, 0, 1, 0))
+        return self.mlp_delta_f(attn @ token_feats + feats)
 
     def linked_queries(self) -> Optional[torch.Tensor]:
         """The Mask2Former queries Q [m, D] made from all layers' tokens (None if unlinked)."""
