@@ -21,6 +21,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -481,7 +482,7 @@ def analysis_rows(args):
         if args.scaling:
             rows += [(("scaling", "crop"), c, measure_training, (size, "Rein", 1, c, args.steps, args.warmup, args.device))
                      for c in args.scaling_crops]
-            rows += [(("scaling", "batch"), b, measure_training, (size, "Rein", b, 512, args.steps, args.warmup, args.device))
+            rows += [(("scaling", "batch"), b, measure_training, (size, "Rein", b, args.crop, args.steps, args.warmup, args.device))
                      for b in args.scaling_batches]
             images = [tuple(int(v) for v in s.split("x")) for s in args.scaling_images]
             rows += [(("scaling", "image"), hw, measure_inference, (size, "whole", args.inference_runs, args.device, hw))
@@ -495,6 +496,7 @@ def analysis(args):
     import benchmark_profile as bp
 
     start = time.time()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped (SIGTERM)"))  # still remove the worktree
     base_repo = _worktree(args.baseline) if args.baseline else None
     results = []
     try:
@@ -555,7 +557,7 @@ def analysis(args):
         if isinstance(s, tuple):
             scaling.setdefault(s[1], []).append((label, r["current"]))
     if scaling:
-        lines += ["## Scaling", ""] + bp.scaling_tables(scaling)
+        lines += ["## Scaling", ""] + bp.scaling_tables(scaling, args.crop)
     stem = os.path.join(args.output, f"{args.device}_profile")
     os.makedirs(args.output, exist_ok=True)
     plotted = []
@@ -571,7 +573,7 @@ def analysis(args):
             plotted.append(stem + ".png")
             lines += [f"![components](./{os.path.basename(stem)}.png)", ""]
     if scaling:
-        bp.plot_scaling(scaling, stem + "_scaling.png")
+        bp.plot_scaling(scaling, stem + "_scaling.png", args.crop)
         plotted.append(stem + "_scaling.png")
         lines += [f"![scaling](./{os.path.basename(stem)}_scaling.png)", ""]
     text = "\n".join(lines)

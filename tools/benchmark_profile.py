@@ -374,12 +374,12 @@ def plot_profile(profiles, path):
     plt.close(fig)
 
 
-def scaling_tables(scaling):
+def scaling_tables(scaling, crop=512):
     """scaling: kind -> [(x, result)]; a table per kind with the fitted growth exponent."""
     lines = []
-    spec = {"crop": ("training, batch 1: crop", lambda x: x * x, "pixels", ["step_s", "peak_mem"]),
-            "batch": ("training, crop 512: batch", lambda x: x, "batch", ["step_s", "peak_mem"]),
-            "image": ("whole-image inference: image", lambda x: x[0] * x[1], "pixels", ["latency_s"])}
+    spec = {"crop": ("Training, batch 1, against the crop", lambda x: x * x, "pixels", ["step_s", "peak_mem"]),
+            "batch": (f"Training at crop {crop}, against the batch", lambda x: x, "batch", ["step_s", "peak_mem"]),
+            "image": ("Whole-image inference, against the image size", lambda x: x[0] * x[1], "pixels", ["latency_s"])}
     for kind, rows in scaling.items():
         title, size_of, unit, keys = spec[kind]
         ok = [(x, r) for x, r in rows if "error" not in r]
@@ -397,7 +397,7 @@ def scaling_tables(scaling):
     return lines
 
 
-def plot_scaling(scaling, path):
+def plot_scaling(scaling, path, crop=512):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -408,7 +408,7 @@ def plot_scaling(scaling, path):
         xs = [x[0] * x[1] / 1e6 if kind == "image" else (x * x / 1e6 if kind == "crop" else x) for x, _ in ok]
         key = "latency_s" if kind == "image" else "step_s"
         ax.plot(xs, [r[key] for _, r in ok], "o-", label="time (s)")
-        ax.set_xlabel({"crop": "crop (megapixels), batch 1", "batch": "batch (crop 512)",
+        ax.set_xlabel({"crop": "crop (megapixels), batch 1", "batch": f"batch (crop {crop})",
                        "image": "image (megapixels)"}[kind])
         ax.set_ylabel("inference latency (s)" if kind == "image" else "training step (s)")
         if kind != "image":
