@@ -151,7 +151,8 @@ def convert_split(items, panoptic_json, instances_json, workers=1, desc="panopti
             instances.append({"id": len(instances) + 1, "image_id": it["image_id"], **t})
     panoptic = {"images": images, "annotations": annotations, "categories": coco_categories()}
     things = {"images": images, "annotations": instances, "categories": coco_categories(things_only=True)}
-    write_json_atomic(panoptic_json, panoptic)
+    if panoptic_json:  # None: the panoptic json exists already (Cityscapes: cityscapesscripts')
+        write_json_atomic(panoptic_json, panoptic)
     write_json_atomic(instances_json, things)
     return todo, len(items) - todo, panoptic, things
 

@@ -4,6 +4,7 @@ iscrowd)}, for ``convert.encode_segments``. Class mappings reuse rein_d2's (REIN
 section 6); BDD100K's panoptic categories are listed here (its semantic masks are train ids
 already, so rein_d2 has no table for them)."""
 import numpy as np
+from cityscapesscripts.helpers.labels import id2label
 from PIL import Image
 
 from rein_d2.data.datasets.common import ID_TO_TRAINID, IGNORE_LABEL, read_label
@@ -40,17 +41,30 @@ for _k, _v in SYNTHIA_TO_TRAINID.items():
     _SYNTHIA_LUT[_k] = _v
 
 
-def mapillary_category_map(categories):
+def mapillary_category_map(categories, src=""):
     """Mapillary panoptic json categories -> {category id: (train id, source isthing)}, by
     the readable name (rein_d2's Mapillary mapping)."""
-    return {c["id"]: (mapillary_name_to_trainid(c["name"]), bool(c.get("isthing", 0)))
-            for c in categories}
+    out = {c["id"]: (mapillary_name_to_trainid(c["name"]), bool(c.get("isthing", 0))) for c in categories}
+    if all(t == IGNORE_LABEL for t, _ in out.values()):  # e.g. machine names: all would be void
+        raise ValueError(f"{src}: none of its category names is one of Mapillary v1.2's readable "
+                         f"names that map to the 19 classes (such as 'Road', 'Car'): expected "
+                         f"v1.2's panoptic_2018.json")
+    return out
 
 
-def cityscapes_category_map(categories):
-    """Categories that are Cityscapes label ids (ACDC) -> {id: (train id, source isthing)}."""
-    return {c["id"]: (int(ID_TO_TRAINID[c["id"]]) if 0 <= c["id"] < 256 else IGNORE_LABEL,
-                      bool(c.get("isthing", 0))) for c in categories}
+def cityscapes_category_map(categories, src=""):
+    """Categories that are Cityscapes label ids (ACDC) -> {id: (train id, source isthing)}.
+    A category whose name is not the Cityscapes name of its id is refused: such a json numbers
+    categories otherwise (train ids, say), and mapping it by label id would be wrong."""
+    out = {}
+    for c in categories:
+        label = id2label.get(c["id"])
+        if label is None or c.get("name", label.name) != label.name:
+            raise ValueError(f"{src}: category {c} is not a Cityscapes label id (id {c['id']} is "
+                             f"{label.name if label else 'no Cityscapes label'!r}): expected "
+                             f"categories numbered by Cityscapes label ids, as ACDC's panoptic jsons are")
+        out[c["id"]] = (int(ID_TO_TRAINID[c["id"]]) if c["id"] >= 0 else IGNORE_LABEL, bool(c.get("isthing", 0)))
+    return out
 
 
 def coco_panoptic_segments(png, segments_info, category_map):

@@ -1,0 +1,42 @@
+"""What the ``prepare/prepare_<dataset>_panoptic.py`` scripts share: rein_d2's command line
+(--root, --workers, --no-count-check, --check-images), the split's output paths and the run
+of one split through ``convert.convert_split``."""
+import os
+
+from rein_d2.data.datasets.common import check_all_images, check_count
+from rein_d2.data.datasets.labels import parse_prepare_args, run_prepare
+
+from .builtin import _LAYOUTS, _PREPARE, DATASETS
+from .convert import convert_split
+
+__all__ = ["parse_prepare_args", "run_prepare", "outputs", "run_split", "check_images_if_asked"]
+
+
+def outputs(key, root):
+    """Absolute output paths of split ``key`` (a key of builtin.DATASETS)."""
+    spec = DATASETS[key]
+    return {k: os.path.join(root, spec[k]) for k in ("image_root", "panoptic_root", "sem_seg_root",
+                                                      "panoptic_json", "instances_json") if k in spec}
+
+
+def run_split(key, items, root, workers, count_check, panoptic_json=None, instances_json=None):
+    """Convert one split's items, write its jsons and check its size; returns convert_split's."""
+    out = outputs(key, root)
+    result = convert_split(items, panoptic_json or out["panoptic_json"],
+                           instances_json or out["instances_json"], workers, desc=key.replace("_", " "))
+    print(f"{key.replace('_', ' ')}: converted {result[0]}, kept {result[1]} up to date; "
+          f"{len(items)} images in {panoptic_json or out['panoptic_json']}")
+    if count_check:
+        check_count(key, len(items), DATASETS[key]["size"])
+    return result
+
+
+def check_images_if_asked(args, dataset, image_dirs):
+    """With --check-images: decode every image of the given (name, image dir, suffix) splits
+    (rein_d2's resumable check; the record of checked images goes in the output folder)."""
+    if not args.check_images:
+        return
+    specs = {name: dict(image_dir=image_dir, image_suffix=suffix, label_dir=f"{dataset}/panoptic_cs19",
+                        layout=_LAYOUTS[dataset], script=_PREPARE.format(dataset))
+             for name, image_dir, suffix in image_dirs}
+    check_all_images(args.root, specs, args.workers)
