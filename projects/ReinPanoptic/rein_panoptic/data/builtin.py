@@ -139,11 +139,12 @@ def _register_panoptic(name, spec, root):
                                      p["sem_seg_root"], meta)
 
     DatasetCatalog.register(name, load)
-    # The keys detectron2's register_coco_panoptic sets, plus sem_seg_root for the mIoU.
+    # The keys detectron2's register_coco_panoptic sets, plus sem_seg_root for the mIoU and
+    # domain (rein_d2's DG evaluation groups test sets by it).
     MetadataCatalog.get(name).set(
         panoptic_root=p["panoptic_root"], image_root=p["image_root"], panoptic_json=p["panoptic_json"],
         json_file=p["instances_json"], sem_seg_root=p["sem_seg_root"], evaluator_type="coco_panoptic_seg",
-        ignore_label=IGNORE_LABEL, label_divisor=LABEL_DIVISOR, **meta)
+        ignore_label=IGNORE_LABEL, label_divisor=LABEL_DIVISOR, domain=spec["dataset"], **meta)
 
 
 def _register_instances(name, spec, root):
@@ -154,9 +155,9 @@ def _register_instances(name, spec, root):
         return load_coco_json(json_file, image_root, name)
 
     DatasetCatalog.register(name, load)
-    # As detectron2's register_coco_instances sets it.
+    # As detectron2's register_coco_instances sets it (plus rein_d2's domain).
     MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="coco",
-                                  **instance_metadata())
+                                  domain=spec["dataset"], **instance_metadata())
 
 
 def _remove(name):
