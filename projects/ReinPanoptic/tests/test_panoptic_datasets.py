@@ -77,9 +77,10 @@ def _script(name):
     return mod
 
 
-def _prepare(name, root, capsys=None):
-    code = _script(name).run_prepare(_script(name).main, ["--root", root, "--workers", "1", "--no-count-check"])
-    return code
+def _prepare(name, root, *extra):
+    """The script's exit code (rein_d2's run_prepare: 1 with an 'error: ...' line)."""
+    script = _script(name)
+    return script.run_prepare(script.main, ["--root", root, "--workers", "1", "--no-count-check", *extra])
 
 
 @pytest.fixture
@@ -285,6 +286,12 @@ def test_bdd100k_and_a_rerun_converts_nothing(root, capsys):
     assert "bdd100k val: converted 0, kept 1 up to date" in capsys.readouterr().out
     with open(os.path.join(root, "bdd100k/panoptic_cs19/val.json")) as f:
         assert json.load(f) == first  # rebuilt from the kept PNGs alone
+    # --check-images decodes every image once and names the damaged ones.
+    damaged = os.path.join(root, "bdd100k/images/10k/val/7d2f7975-e0c1c5a7.jpg")
+    with open(damaged, "wb") as f:
+        f.write(b"not a jpeg")
+    assert _prepare("bdd100k", root, "--check-images") == 1
+    assert f"{damaged}: unreadable image" in capsys.readouterr().err
 
 
 def test_bdd100k_refuses_a_category_outside_its_list(root, capsys):

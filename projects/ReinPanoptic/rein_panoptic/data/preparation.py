@@ -6,7 +6,7 @@ import os
 from rein_d2.data.datasets.common import check_all_images, check_count
 from rein_d2.data.datasets.labels import parse_prepare_args, run_prepare
 
-from .builtin import _LAYOUTS, _PREPARE, DATASETS
+from .builtin import _LAYOUTS, _PREPARE, DATASETS, OUT
 from .convert import convert_split
 
 __all__ = ["parse_prepare_args", "run_prepare", "outputs", "run_split", "check_images_if_asked"]
@@ -33,10 +33,11 @@ def run_split(key, items, root, workers, count_check, panoptic_json=None, instan
 
 def check_images_if_asked(args, dataset, image_dirs):
     """With --check-images: decode every image of the given (name, image dir, suffix) splits
-    (rein_d2's resumable check; the record of checked images goes in the output folder)."""
+    (rein_d2's resumable check; its records go in <dataset>/panoptic_cs19/checked_images/)."""
     if not args.check_images:
         return
-    specs = {name: dict(image_dir=image_dir, image_suffix=suffix, label_dir=f"{dataset}/panoptic_cs19",
+    # One record per split: image paths are recorded relative to the split's image folder.
+    specs = {name: dict(image_dir=image_dir, image_suffix=suffix, label_dir=f"{dataset}/{OUT}/checked_images/{name}",
                         layout=_LAYOUTS[dataset], script=_PREPARE.format(dataset))
              for name, image_dir, suffix in image_dirs}
     check_all_images(args.root, specs, args.workers)
