@@ -15,7 +15,7 @@ _PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [_PROJECT, os.path.dirname(os.path.dirname(_PROJECT))]
 
 from rein_d2.data.datasets.common import check_count, find_files, require_dir  # noqa: E402
-from rein_panoptic.data.builtin import _LAYOUTS, _PREPARE, ACDC_CONDITIONS, DATASETS  # noqa: E402
+from rein_panoptic.data.builtin import LAYOUTS, PREPARE_SCRIPT, ACDC_CONDITIONS, DATASETS  # noqa: E402
 from rein_panoptic.data.convert import subset, write_json_atomic  # noqa: E402
 from rein_panoptic.data.preparation import (  # noqa: E402
     check_images_if_asked, outputs, parse_prepare_args, run_prepare, run_split)
@@ -37,13 +37,13 @@ def find_json(gt_dir, cond, split):
         raise FileNotFoundError(
             f"Dataset 'acdc': {'no' if not found else 'more than one'} panoptic json for {cond} "
             f"{split} under {gt_dir} (looked for {os.path.basename(exact)}{'; found ' + ', '.join(found) if found else ''}).\n"
-            f"Expected layout:\n{_LAYOUTS['acdc']}")
+            f"Expected layout:\n{LAYOUTS['acdc']}")
     return found[0]
 
 
 def condition_items(root, cond, split, first_id):
     gt_root = os.path.join(root, "acdc", "gt_panoptic")
-    gt_dir = require_dir("acdc", os.path.join(gt_root, cond), _LAYOUTS["acdc"], _PREPARE.format("acdc"))
+    gt_dir = require_dir("acdc", os.path.join(gt_root, cond), LAYOUTS["acdc"], PREPARE_SCRIPT.format("acdc"))
     src_json = find_json(gt_dir, cond, split)
     with open(src_json) as f:
         data = json.load(f)

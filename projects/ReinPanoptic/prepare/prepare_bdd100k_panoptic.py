@@ -12,7 +12,7 @@ _PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [_PROJECT, os.path.dirname(os.path.dirname(_PROJECT))]
 
 from rein_d2.data.datasets.common import find_files, require_dir  # noqa: E402
-from rein_panoptic.data.builtin import _LAYOUTS, _PREPARE, DATASETS  # noqa: E402
+from rein_panoptic.data.builtin import LAYOUTS, PREPARE_SCRIPT, DATASETS  # noqa: E402
 from rein_panoptic.data.preparation import (  # noqa: E402
     check_images_if_asked, outputs, parse_prepare_args, run_prepare, run_split)
 from rein_panoptic.data.sources import bdd100k_segments  # noqa: E402
@@ -23,8 +23,8 @@ def main(argv=None):
     for split in ("train", "val"):
         key = f"bdd100k_{split}"
         out = outputs(key, args.root)
-        masks = require_dir("bdd100k", os.path.join(args.root, DATASETS[key]["raw"]), _LAYOUTS["bdd100k"],
-                            _PREPARE.format("bdd100k"))
+        masks = require_dir("bdd100k", os.path.join(args.root, DATASETS[key]["raw"]), LAYOUTS["bdd100k"],
+                            PREPARE_SCRIPT.format("bdd100k"))
         items = []
         for png in find_files(masks, ".png"):
             rel = os.path.relpath(png, masks)

@@ -17,7 +17,7 @@ from cityscapesscripts.preparation.createPanopticImgs import convert2panoptic  #
 
 from rein_d2.data.datasets.common import check_count, convert_labels, find_files, require_dir  # noqa: E402
 from rein_d2.data.datasets.labels import cityscapes_ids_to_trainids  # noqa: E402
-from rein_panoptic.data.builtin import _LAYOUTS, _PREPARE, DATASETS  # noqa: E402
+from rein_panoptic.data.builtin import LAYOUTS, PREPARE_SCRIPT, DATASETS  # noqa: E402
 from rein_panoptic.data.convert import convert_split, fresh  # noqa: E402
 from rein_panoptic.data.preparation import check_images_if_asked, parse_prepare_args, run_prepare  # noqa: E402
 
@@ -50,12 +50,12 @@ def main(argv=None):
     gt = os.path.join(args.root, "cityscapes", "gtFine")
     for split in ("train", "val"):
         spec = DATASETS[f"cityscapes_{split}"]
-        split_dir = require_dir("cityscapes", os.path.join(args.root, spec["raw"]), _LAYOUTS["cityscapes"],
-                                _PREPARE.format("cityscapes"))
+        split_dir = require_dir("cityscapes", os.path.join(args.root, spec["raw"]), LAYOUTS["cityscapes"],
+                                PREPARE_SCRIPT.format("cityscapes"))
         sources = find_files(split_dir, INSTANCE_IDS)
         if not sources:  # cityscapesscripts would exit the process instead
             raise FileNotFoundError(f"Dataset 'cityscapes': no *{INSTANCE_IDS} under {split_dir}: extract "
-                                    f"gtFine_trainvaltest.zip there.\nExpected layout:\n{_LAYOUTS['cityscapes']}")
+                                    f"gtFine_trainvaltest.zip there.\nExpected layout:\n{LAYOUTS['cityscapes']}")
         json_file, folder = panoptic_split(gt, split, sources)
         labels = find_files(split_dir, LABEL_IDS)
         done, kept = convert_labels([(s, s[: -len(LABEL_IDS)] + TRAIN_IDS) for s in labels],

@@ -14,7 +14,7 @@ _PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [_PROJECT, os.path.dirname(os.path.dirname(_PROJECT))]
 
 from rein_d2.data.datasets.common import require_dir  # noqa: E402
-from rein_panoptic.data.builtin import _LAYOUTS, _PREPARE, DATASETS  # noqa: E402
+from rein_panoptic.data.builtin import LAYOUTS, PREPARE_SCRIPT, DATASETS  # noqa: E402
 from rein_panoptic.data.preparation import (  # noqa: E402
     check_images_if_asked, outputs, parse_prepare_args, run_prepare, run_split)
 from rein_panoptic.data.sources import coco_panoptic_segments, mapillary_category_map  # noqa: E402
@@ -32,7 +32,7 @@ def find_panoptic(split_dir):
     raise FileNotFoundError(
         f"Dataset 'mapillary': no {PANOPTIC_JSON} under {split_dir}: looked in "
         f"{', '.join(os.path.join(split_dir, r) for r in PANOPTIC_DIRS)} (v2.0 and v1.x downloads).\n"
-        f"Expected layout:\n{_LAYOUTS['mapillary']}")
+        f"Expected layout:\n{LAYOUTS['mapillary']}")
 
 
 def load_json(path):
@@ -49,7 +49,7 @@ def main(argv=None):
         key = f"mapillary_{split}"
         out = outputs(key, args.root)
         split_dir = require_dir("mapillary", os.path.join(args.root, DATASETS[key]["raw"]),
-                                _LAYOUTS["mapillary"], _PREPARE.format("mapillary"))
+                                LAYOUTS["mapillary"], PREPARE_SCRIPT.format("mapillary"))
         panoptic = find_panoptic(split_dir)
         src_json = os.path.join(panoptic, PANOPTIC_JSON)
         data = load_json(src_json)

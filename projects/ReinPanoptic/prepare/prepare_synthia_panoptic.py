@@ -12,7 +12,7 @@ _PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [_PROJECT, os.path.dirname(os.path.dirname(_PROJECT))]
 
 from rein_d2.data.datasets.common import REFERENCE_OUTPUT_SUFFIX, find_files, require_dir  # noqa: E402
-from rein_panoptic.data.builtin import _LAYOUTS, _PREPARE, DATASETS  # noqa: E402
+from rein_panoptic.data.builtin import LAYOUTS, PREPARE_SCRIPT, DATASETS  # noqa: E402
 from rein_panoptic.data.preparation import (  # noqa: E402
     check_images_if_asked, outputs, parse_prepare_args, run_prepare, run_split)
 from rein_panoptic.data.sources import synthia_segments  # noqa: E402
@@ -22,8 +22,8 @@ def main(argv=None):
     args = parse_prepare_args(__doc__, argv)
     key = "synthia_train"
     out = outputs(key, args.root)
-    labels = require_dir("synthia", os.path.join(args.root, DATASETS[key]["raw"]), _LAYOUTS["synthia"],
-                         _PREPARE.format("synthia"))
+    labels = require_dir("synthia", os.path.join(args.root, DATASETS[key]["raw"]), LAYOUTS["synthia"],
+                         PREPARE_SCRIPT.format("synthia"))
     items = []
     # *_labelTrainIds.png beside the raw labels are the reference converter's outputs, not labels.
     for png in (f for f in find_files(labels, ".png") if not f.endswith(REFERENCE_OUTPUT_SUFFIX)):

@@ -18,18 +18,18 @@ from rein_d2.data.datasets.common import _missing_root_error, datasets_root
 
 from .classes import IGNORE_LABEL, LABEL_DIVISOR, instance_metadata, panoptic_metadata
 
-__all__ = ["DATASETS", "OUT", "ACDC_CONDITIONS", "register_all", "load_panoptic_records",
+__all__ = ["DATASETS", "OUT", "ACDC_CONDITIONS", "LAYOUTS", "PREPARE_SCRIPT", "register_all", "load_panoptic_records",
            "register_cityscapes_panoptic", "CITYSCAPES_PANOPTIC_NAMES"]
 
 OUT = "panoptic_cs19"  # the folder, in each dataset's folder, of what the scripts write
-_PREPARE = "projects/ReinPanoptic/prepare/prepare_{}_panoptic.py"
+PREPARE_SCRIPT = "projects/ReinPanoptic/prepare/prepare_{}_panoptic.py"
 ACDC_CONDITIONS = ("fog", "night", "rain", "snow")
 CITYSCAPES_PANOPTIC_NAMES = ("cityscapes_fine_panoptic_train", "cityscapes_fine_panoptic_val")
 
 _OUTPUTS = """  <dataset>/{out}/<split>.json              COCO panoptic json (category ids: Cityscapes label ids)
   <dataset>/{out}/<split>_instances.json    COCO instances json of the 8 thing classes
   <dataset>/{out}/<split>/                  panoptic PNGs;  <split>_semantic/: train-id PNGs""".format(out=OUT)
-_LAYOUTS = {
+LAYOUTS = {
     "cityscapes": """  cityscapes/leftImg8bit/{train,val}/<city>/*_leftImg8bit.png
   cityscapes/gtFine/{train,val}/<city>/*_gtFine_{labelIds,instanceIds}.png
   written by the script: cityscapes/gtFine/cityscapes_panoptic_{train,val}{.json,/} (cityscapesscripts),
@@ -92,9 +92,9 @@ def _names(key):
 
 def _check_prepared(name, spec, root, json_key):
     raw = os.path.join(root, spec["raw"])
-    script = _PREPARE.format(spec["dataset"])
+    script = PREPARE_SCRIPT.format(spec["dataset"])
     if not os.path.isdir(raw):
-        raise _missing_root_error(name, raw, _LAYOUTS[spec["dataset"]], script)
+        raise _missing_root_error(name, raw, LAYOUTS[spec["dataset"]], script)
     path = os.path.join(root, spec[json_key])
     if not os.path.isfile(path):
         raise FileNotFoundError(

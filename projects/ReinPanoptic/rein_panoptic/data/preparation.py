@@ -6,7 +6,7 @@ import os
 from rein_d2.data.datasets.common import check_all_images, check_count
 from rein_d2.data.datasets.labels import parse_prepare_args, run_prepare
 
-from .builtin import _LAYOUTS, _PREPARE, DATASETS, OUT
+from .builtin import LAYOUTS, PREPARE_SCRIPT, DATASETS, OUT
 from .convert import convert_split
 
 __all__ = ["parse_prepare_args", "run_prepare", "outputs", "run_split", "check_images_if_asked"]
@@ -38,6 +38,6 @@ def check_images_if_asked(args, dataset, image_dirs):
         return
     # One record per split: image paths are recorded relative to the split's image folder.
     specs = {name: dict(image_dir=image_dir, image_suffix=suffix, label_dir=f"{dataset}/{OUT}/checked_images/{name}",
-                        layout=_LAYOUTS[dataset], script=_PREPARE.format(dataset))
+                        layout=LAYOUTS[dataset], script=PREPARE_SCRIPT.format(dataset))
              for name, image_dir, suffix in image_dirs}
     check_all_images(args.root, specs, args.workers)
