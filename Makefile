@@ -35,7 +35,7 @@ $(STAMP): setup.py tools/install_detectron2.sh constraints.txt
 	touch $(STAMP)
 
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests projects
 
 # The quick start: train and evaluate a small Rein model on generated street scenes (source
 # style -> real-camera style) on CPU, then draw its predictions on a few validation frames.
