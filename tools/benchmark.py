@@ -134,13 +134,14 @@ def measure_training(size, method, batch, crop, steps, warmup, device):
     return row
 
 
-def measure_inference(size, mode, runs, device, image_hw=(1024, 2048)):
+def measure_inference(size, mode, runs, device, image_hw=(1024, 2048), opts=()):
     from detectron2.modeling import build_model
 
     torch.manual_seed(0)
     cfg = _cfg(size, "Rein", device)
     cfg.defrost()
     cfg.MODEL.MASK2FORMER.TEST.MODE = mode
+    cfg.merge_from_list(list(opts))
     model = build_model(cfg).eval()
     h, w = image_hw
     inputs = [{"image": torch.rand(3, h, w) * 255, "height": h, "width": w}]
@@ -477,6 +478,13 @@ def analysis_rows(args):
             if not args.no_inference:
                 rows += [("compare", f"{tag} inference 1024x2048, {mode}", measure_inference,
                           (size, mode, args.inference_runs, args.device)) for mode in ("whole", "slide")]
+                # options this checkout adds, measured on it alone (the ratio is against the
+                # baseline's default row above)
+                rows += [(("compare", "current"), f"{tag} inference 1024x2048, {mode}, {dtype} autocast",
+                          measure_inference, (size, mode, args.inference_runs, args.device, (1024, 2048),
+                                              ("MODEL.MASK2FORMER.TEST.AUTOCAST", dtype)))
+                         for mode in ("whole", "slide") for dtype in
+                         (["bfloat16"] + (["float16"] if args.device == "cuda" else []))]
         if args.profile:
             rows.append(("profile", tag, measure_profile, (size,) + common))
         if args.scaling:
@@ -502,7 +510,11 @@ def analysis(args):
     try:
         for section, label, fn, fn_args in analysis_rows(args):
             r = {}
-            if base_repo:
+            if section == ("compare", "current"):  # a new option: no baseline run of it
+                section = "compare"
+                base_ref = next((x for s, l, x in results if s == "compare" and label.startswith(l + ",")), {})
+                r["baseline"] = base_ref.get("baseline", {"error": "not measured"})
+            elif base_repo:
                 r["baseline"] = isolated(fn, *fn_args, repo=base_repo)
             r["current"] = isolated(fn, *fn_args)
             results.append((section, label, r))

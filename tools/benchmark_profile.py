@@ -87,7 +87,8 @@ class _Recorder:
             original = getattr(obj, method)
 
             def wrapped(*args, _original=original, _obj=obj, **kwargs):
-                self.calls.append((_obj, _map(args, _Frozen), _map(kwargs, _Frozen)))
+                kwargs_ = dict(_map(kwargs, _Frozen), _grad_mode=torch.is_grad_enabled())
+                self.calls.append((_obj, _map(args, _Frozen), kwargs_))
                 return _original(*args, **kwargs)
             setattr(obj, method, wrapped)
 
@@ -130,10 +131,11 @@ def replay(model, calls, method, device) -> Dict[str, float]:
     for obj, args, kwargs in calls:
         saved.clear()
         args, kwargs = _inputs(args), _inputs(kwargs)
+        grad_mode = kwargs.pop("_grad_mode")  # as in the step (the point sampling runs without)
         fn = getattr(type(obj), method)
         _sync(device)
         t = time.perf_counter()
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.set_grad_enabled(grad_mode):
             out = fn(obj, *args, **kwargs)
         _sync(device)
         fwd += time.perf_counter() - t
@@ -261,7 +263,7 @@ def head_step(model, data, device, repeats: int = 3) -> Dict[str, float]:
         r.remove()
     feats = recs[0].calls[0][1]
     _, args, kwargs = recs[1].calls[0]
-    queries = args[2] if len(args) > 2 else kwargs.get("queries")
+    queries = args[2] if len(args) > 2 else kwargs.get("queries")  # (no other kwargs needed)
     targets = recs[2].calls[0][1][2]
     del recs
     times = []
