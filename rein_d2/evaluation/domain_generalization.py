@@ -220,15 +220,16 @@ def evaluate_domain_generalization(cfg, model, dataset_names: Sequence[str],
     cfg.DATASETS.TRAIN domain are reported as source, outside the mean."""
     if not dataset_names:
         raise ValueError("no target datasets given (DATASETS.TEST is empty)")
-    summary = None
-    for name in dataset_names:
-        dicts = dataset_dicts_checked(name)  # an empty split: say which and where it looked
-        classes = label_space(name)  # (after loading: load_coco_json fills the metadata then)
-        if summary is None:
-            summary = DGSummary(classes, source=source_datasets(dataset_names, cfg.DATASETS.TRAIN))
-        elif classes != summary.classes:
+    # every split loaded (an empty one: say which and where it looked) and the label spaces
+    # compared before the first inference (load_coco_json fills the metadata on loading)
+    dicts = {name: dataset_dicts_checked(name) for name in dataset_names}
+    classes = label_space(dataset_names[0])
+    for name in dataset_names[1:]:
+        if label_space(name) != classes:
             raise ValueError(f"{name} has other classes than {dataset_names[0]}: a DG summary "
                              "needs one label space")
+    summary = DGSummary(classes, source=source_datasets(dataset_names, cfg.DATASETS.TRAIN))
+    for name in dataset_names:
         meta = MetadataCatalog.get(name)
         out = os.path.join(output_dir, name) if output_dir else None
         eval_size = meta.get("eval_size", None)
@@ -236,7 +237,7 @@ def evaluate_domain_generalization(cfg, model, dataset_names: Sequence[str],
             evaluator, eval_size = build_evaluator(cfg, name, out), eval_size or default_eval_size(cfg)
         else:
             evaluator = semantic_evaluator(name, out)
-        loader = build_detection_test_loader(dicts, mapper=DGTestMapper(cfg.INPUT.FORMAT, eval_size),
+        loader = build_detection_test_loader(dicts[name], mapper=DGTestMapper(cfg.INPUT.FORMAT, eval_size),
                                              num_workers=cfg.DATALOADER.NUM_WORKERS)
         results = inference_on_dataset(model, loader, evaluator)
         if not comm.is_main_process():

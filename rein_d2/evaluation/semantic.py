@@ -101,7 +101,15 @@ def semantic_test_loader(cfg, name: str):
 
 
 def semantic_evaluator(name: str, output_dir: Optional[str] = None) -> SemSegEvaluator:
-    """detectron2's SemSegEvaluator with a label reader that checks the labels' values."""
+    """detectron2's SemSegEvaluator with a label reader that checks the labels' values. On a
+    panoptic dataset (the metadata's id maps split things from stuff) every class is mapped
+    back to its dataset id: SemSegEvaluator looks up the stuff map alone and would fail on the
+    first predicted thing."""
     meta = MetadataCatalog.get(name)
-    return SemSegEvaluator(name, output_dir=output_dir,
-                           sem_seg_loading_fn=label_loader(len(meta.stuff_classes), meta.ignore_label))
+    evaluator = SemSegEvaluator(name, output_dir=output_dir,
+                                sem_seg_loading_fn=label_loader(len(meta.stuff_classes), meta.ignore_label))
+    things = meta.get("thing_dataset_id_to_contiguous_id", None)
+    stuff = meta.get("stuff_dataset_id_to_contiguous_id", None)
+    if things and stuff:
+        evaluator._contiguous_id_to_dataset_id = {c: d for d, c in {**things, **stuff}.items()}
+    return evaluator
