@@ -25,9 +25,9 @@ def one_frame(tmp_path_factory):
                                              ("synthia/instance_rein_dinov2_l.yaml", 1)])
 def test_a_few_steps_on_one_frame_lower_the_loss(one_frame, setting, variant, tmp_path):
     torch.manual_seed(0)
-    # the same frame twice per batch, no augmentation, a high learning rate: the loss must fall
+    # the same frame every step, no augmentation, a high learning rate: the loss must fall
     cfg = load_cfg(setting, *SMALL_INPUT, "DATASETS.TRAIN", (one_frame[variant],), "DATASETS.TEST", (),
-                   "SOLVER.MAX_ITER", 6, "SOLVER.IMS_PER_BATCH", 2, "SOLVER.BASE_LR", 1e-3,
+                   "SOLVER.MAX_ITER", 5, "SOLVER.IMS_PER_BATCH", 1, "SOLVER.BASE_LR", 1e-3,
                    "SOLVER.CHECKPOINT_PERIOD", 1000, "OUTPUT_DIR", str(tmp_path))
     trainer = ReinTrainer(cfg)
     trainer.resume_or_load(resume=False)
@@ -36,7 +36,7 @@ def test_a_few_steps_on_one_frame_lower_the_loss(one_frame, setting, variant, tm
     tokens = model.backbone.rein.learnable_tokens_a.detach().clone()
     trainer.train()
     losses = [v for v, _ in trainer.storage.history("total_loss").values()]
-    assert len(losses) == 6 and all(torch.isfinite(torch.tensor(losses)))
+    assert len(losses) == 5 and all(torch.isfinite(torch.tensor(losses)))
     assert losses[-1] < 0.95 * losses[0] and sum(losses[-2:]) < sum(losses[:2]), losses
     assert all(torch.equal(v, model.backbone.vit.state_dict()[k]) for k, v in frozen.items())
     assert not torch.equal(tokens, model.backbone.rein.learnable_tokens_a)
