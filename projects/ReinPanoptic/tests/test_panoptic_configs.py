@@ -70,6 +70,7 @@ def test_miniature_model_gives_the_outputs_of_its_flags(setting):
         assert bool(((classes >= 11) & (classes <= 18)).all())  # things only
         seg, info = out["panoptic_seg"]
         assert seg.shape == (128, 192)
+        assert sorted(s["id"] for s in info) == sorted(set(seg.unique().tolist()) - {0})
     else:
         assert bool(((classes >= 0) & (classes < 8)).all())
 
