@@ -8,7 +8,7 @@ import timm
 import torch
 from detectron2.modeling import build_backbone, build_model
 
-from conftest import config_path
+from conftest import REPO, config_path
 from rein_d2 import load_config
 from rein_d2.checkpoint import (CheckpointMismatchError, convert_official_checkpoint,
                                 load_official_checkpoint)
@@ -162,7 +162,6 @@ def test_convert_pretrained_then_train_from_the_file(tmp_path, capsys):
     import importlib.util
     import os
 
-    from conftest import REPO
     from rein_d2.engine import load_model_weights
     torch.save({"state_dict": mmseg_resnet(timm_source("resnet50").state_dict())}, tmp_path / "r50_v1c.pth")
     spec = importlib.util.spec_from_file_location("convert_pretrained", os.path.join(REPO, "tools", "convert_pretrained.py"))

@@ -11,8 +11,10 @@ from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
+from conftest import REPO, config_path
 from rein_d2 import add_rein_config
 from rein_d2.evaluation import eval_resize_shape, evaluate_domain_generalization
+from test_meta_arch import MINI
 
 CLASSES = ["a", "b", "c"]
 
@@ -165,9 +167,6 @@ def test_command_line_tool_with_a_real_model(tmp_path, capsys):
     """tools/evaluate_dg.py builds the model from a config and evaluates two targets."""
     import importlib.util
     import os
-
-    from conftest import REPO, config_path
-    from test_meta_arch import MINI
 
     spec = importlib.util.spec_from_file_location("evaluate_dg", os.path.join(REPO, "tools", "evaluate_dg.py"))
     tool = importlib.util.module_from_spec(spec)

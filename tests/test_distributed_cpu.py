@@ -3,6 +3,7 @@ it trains, keeps both processes' weights identical, and follows one process with
 total batch."""
 import json
 import os
+import sys
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from rein_d2.engine import ReinTrainer, light_state_dict
 from test_training import dataset, make_cfg  # noqa: F401  (fixture)
 
 ITERS = 3
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _train(name, dicts, out, batch):
@@ -41,7 +43,13 @@ def test_two_cpu_processes_train_like_one_with_the_same_total_batch(dataset, tmp
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
     os.makedirs(one), os.makedirs(two)
     _train(dataset, dicts, one, 4)
-    launch(_train, 2, dist_url="auto", args=(dataset, dicts, two, 4))  # 2 images per process
+    # The spawned processes import this module, test_training and conftest again, from the
+    # parent's sys.path, where pytest may have put a project's tests/conftest.py first.
+    sys.path.insert(0, HERE)
+    try:
+        launch(_train, 2, dist_url="auto", args=(dataset, dicts, two, 4))  # 2 images per process
+    finally:
+        sys.path.remove(HERE)
 
     rank0, rank1 = (torch.load(os.path.join(two, f"rank{r}.pth"), weights_only=True) for r in (0, 1))
     for k in rank0:  # DDP averaged the gradients: both processes hold the same weights

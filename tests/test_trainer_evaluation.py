@@ -13,7 +13,7 @@ from detectron2.modeling import build_model
 
 from rein_d2.data.samplers import ResumableRepeatFactorSampler
 from rein_d2.engine import ReinTrainer
-from rein_d2.evaluation import EVALUATORS, build_evaluator
+from rein_d2.evaluation import EVALUATORS, ThingCOCOEvaluator, build_evaluator
 from test_instance_panoptic import instance_dataset, make_cfg, panoptic_dataset  # noqa: F401
 from test_training import dataset, make_cfg as semantic_cfg  # noqa: F401
 
@@ -30,7 +30,7 @@ class Recorder(DatasetEvaluator):
 
 
 def test_evaluators_come_from_one_table_by_evaluator_type(instance_dataset, panoptic_dataset, dataset, tmp_path):  # noqa: F811
-    cfg = make_cfg("MODEL.MASK2FORMER.TEST.INSTANCE_ON", True)
+    cfg = make_cfg("MODEL.MASK2FORMER.TEST.INSTANCE_ON", True, "MODEL.MASK2FORMER.TEST.PANOPTIC_ON", True)
     assert isinstance(build_evaluator(cfg, dataset, str(tmp_path)), SemSegEvaluator)
     assert isinstance(build_evaluator(cfg, instance_dataset, str(tmp_path)), COCOEvaluator)
     # PQ; and mask AP of the model's instances where an instances json exists to score them
@@ -38,11 +38,15 @@ def test_evaluators_come_from_one_table_by_evaluator_type(instance_dataset, pano
     with_json = f"pan_{uuid.uuid4().hex[:6]}"
     meta = {k: v for k, v in MetadataCatalog.get(panoptic_dataset).as_dict().items()
             if k not in ("name", "json_file")}
+    # (its things, json categories 1 and 3, are the panoptic model's classes 0 and 1)
+    meta["thing_dataset_id_to_contiguous_id"] = {1: 0, 3: 1}
+    DatasetCatalog.register(with_json, lambda: DatasetCatalog.get(panoptic_dataset))
     MetadataCatalog.get(with_json).set(**meta, json_file=MetadataCatalog.get(instance_dataset).json_file)
     both = build_evaluator(cfg, with_json, str(tmp_path))
     assert isinstance(both, DatasetEvaluators)
-    assert [type(e) for e in both._evaluators] == [COCOPanopticEvaluator, COCOEvaluator]
-    assert {"sem_seg", "coco", "coco_panoptic_seg", "cityscapes_instance", "cityscapes_sem_seg"} <= set(EVALUATORS)
+    assert [type(e) for e in both._evaluators] == [COCOPanopticEvaluator, ThingCOCOEvaluator]
+    assert {"sem_seg", "coco", "coco_panoptic_seg", "cityscapes_panoptic_seg", "cityscapes_instance",
+            "cityscapes_sem_seg"} <= set(EVALUATORS)
     odd = f"odd_{uuid.uuid4().hex[:6]}"
     MetadataCatalog.get(odd).set(evaluator_type="lvis")
     with pytest.raises(NotImplementedError, match=r"'odd_.*' \(evaluator_type 'lvis'\).*coco_panoptic_seg"):
@@ -58,9 +62,10 @@ def test_a_panoptic_model_is_scored_by_pq_not_only_miou(panoptic_dataset, tmp_pa
                    "MODEL.MASK2FORMER.TEST.OBJECT_MASK_THRESHOLD", 0.0,
                    "MODEL.MASK2FORMER.TEST.OVERLAP_THRESHOLD", 0.0)
     model = build_model(cfg)
-    results = ReinTrainer.test(cfg, model)
-    assert {"PQ", "PQ_th", "PQ_st"} <= set(results["panoptic_seg"])
-    assert math.isfinite(results["panoptic_seg"]["PQ"])
+    results = ReinTrainer.test(cfg, model)  # the domain-generalization evaluation: PQ per target
+    assert {"PQ", "PQ_th", "PQ_st", "SQ", "RQ"} <= set(results[panoptic_dataset])
+    assert math.isfinite(results[panoptic_dataset]["PQ"])
+    assert (tmp_path / "inference" / "dg_summary.json").is_file()
 
 
 def test_test_honours_the_evaluators_it_is_given(dataset, tmp_path):  # noqa: F811

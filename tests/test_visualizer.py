@@ -8,6 +8,7 @@ from detectron2.data.catalog import Metadata
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.video_visualizer import VideoVisualizer
 
+from conftest import REPO
 from rein_d2.data.datasets import CITYSCAPES_CLASSES, CITYSCAPES_COLORS
 from rein_d2.utils.visualizer import (MIN_LUMINANCE, draw_predictions, luminance, visible_color,
                                       visible_metadata)
@@ -95,7 +96,6 @@ def test_the_demo_writes_browser_playable_video(tmp_path):
     import importlib.util
     import os
 
-    from conftest import REPO
     spec = importlib.util.spec_from_file_location("demo_tool", os.path.join(REPO, "tools", "demo.py"))
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)

@@ -5,11 +5,16 @@
         --datasets cityscapes_rein_val bdd100k_sem_seg_val mapillary_val \
         --output-dir output/dg MODEL.WEIGHTS weights/rein_dinov2_gtav.pth
 
-Each target is evaluated at its own evaluation size (its metadata's eval_size) with
-detectron2's SemSegEvaluator; prints per-dataset and mean mIoU and per-class IoU, and writes
-dg_summary.{json,csv,png} to --output-dir. Without --datasets, DATASETS.TEST is used.
+Each target is evaluated at its own evaluation size (its metadata's eval_size) and scored by
+its kind: semantic datasets by detectron2's SemSegEvaluator (mIoU, mAcc, aAcc, per-class IoU);
+panoptic and instance datasets (evaluator_type coco_panoptic_seg, cityscapes_panoptic_seg, coco,
+cityscapes_instance) by PQ (PQ_th, PQ_st, SQ, RQ), mask AP (AP, AP50) and mIoU, as the config's
+MODEL.MASK2FORMER.TEST flags ask (rein_d2.evaluation.EVALUATORS). Prints a row per dataset and
+the mean over the targets, and writes dg_summary.{json,csv,png} to --output-dir. Without
+--datasets, DATASETS.TEST is used. (A project's datasets are registered by its own train_net.py:
+evaluate them with its --eval-only.)
 
-With --corruptions (e.g. `--corruptions all`, Cityscapes-C's 15 + 4), each target is also
+With --corruptions (e.g. `--corruptions all`, Cityscapes-C's 15 + 4), each (semantic) target is also
 scored under every corruption at every --severities level, applied deterministically at
 evaluation time: mIoU per corruption and severity, their mean (mPC) and its ratio to the clean
 mIoU (rPC), in robustness_<target>.{json,csv,png} (the png a heat map).

@@ -18,7 +18,8 @@ from detectron2.utils.logger import setup_logger
 from ..data import PositionedDataset, ResumableTrainingSampler, SeededMapper, build_train_mapper
 from ..data.datasets.common import dataset_dicts_checked
 from ..data.samplers import ResumableSampler, build_resumable_sampler
-from ..evaluation import build_evaluator, build_test_loader, evaluate_domain_generalization
+from ..evaluation import (INSTANCE_KINDS, PANOPTIC_KINDS, build_evaluator, build_test_loader,
+                          evaluate_domain_generalization)
 from ..modeling.test_time_augmentation import SemanticSegmentorWithTTA
 from .checkpoint import LightCheckpointer, RNGState, load_model_weights
 from .hooks import EarlyPeriodicWriter, LossSpikeGuard, TrainingDiverged, divergence_message
@@ -27,6 +28,9 @@ from .optimizer import build_lr_scheduler, build_optimizer
 __all__ = ["ReinTrainer", "ResumableTrainingSampler"]  # the sampler lives in rein_d2.data
 
 logger = logging.getLogger(__name__)
+
+# evaluator_types that ReinTrainer.test scores with the domain-generalization evaluation
+DG_KINDS = {"sem_seg", *PANOPTIC_KINDS, *INSTANCE_KINDS}
 
 
 class ReinTrainer(DefaultTrainer):
@@ -97,27 +101,24 @@ class ReinTrainer(DefaultTrainer):
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
-        """Semantic targets only, no evaluators given: the domain-generalization evaluation
-        (every target at its evaluation size, the mean over target domains, the source domain
-        apart, the summary table and files). Otherwise detectron2's DefaultTrainer.test with
-        ``evaluators`` or those of build_evaluator (PQ, mask AP, mIoU by evaluator_type)."""
+        """No evaluators given and every target of a kind the domain-generalization evaluation
+        scores (semantic, panoptic, instance): that evaluation (every target at its evaluation
+        size; mIoU, PQ, mask AP per target and their mean over the target domains, the source
+        domain apart; the summary table and files). Otherwise detectron2's DefaultTrainer.test
+        with ``evaluators`` or those of build_evaluator (by evaluator_type)."""
         names = list(cfg.DATASETS.TEST)
         if not names:
             return OrderedDict()
-        semantic = all(MetadataCatalog.get(n).get("evaluator_type", None) == "sem_seg" for n in names)
-        if evaluators is not None or not semantic:
+        kinds = {MetadataCatalog.get(n).get("evaluator_type", None) for n in names}
+        if evaluators is not None or not kinds <= DG_KINDS:
             return super().test(cfg, model, evaluators)
         was_training = model.training
         try:
             summary = evaluate_domain_generalization(cfg, model, names, os.path.join(cfg.OUTPUT_DIR, "inference"))
         finally:
             model.train(was_training)
-        results = OrderedDict((n, {"mIoU": summary.miou[n], "mAcc": summary.macc[n], "aAcc": summary.aacc[n]})
-                              for n in summary.miou)
-        if summary.targets:
-            results["mean_over_targets"] = {"mIoU": summary.mean_miou, "mAcc": summary.mean_macc,
-                                            "aAcc": summary.mean_aacc}
-        if summary.miou:
+        results = OrderedDict(summary.results())
+        if results:
             logger.info("Domain generalization:\n" + summary.table())
             print_csv_format(results)
         return results

@@ -1,125 +1,89 @@
 """Domain-generalization evaluation: one model on several target datasets in one run, each at
-its own evaluation size (docs/method.md section 5), scored by detectron2's SemSegEvaluator at the
-label's resolution, and summarised as a table, JSON, CSV and a bar chart."""
+its own evaluation size (docs/method.md section 5), and a summary as a table, JSON, CSV and a bar
+chart. Semantic datasets are scored by detectron2's SemSegEvaluator at the label's resolution
+(mIoU, mAcc, aAcc, per-class IoU); panoptic and instance datasets by the evaluators of their
+evaluator_type (rein_d2.evaluation.EVALUATORS: PQ, mask AP, and mIoU where they carry
+semantic labels)."""
 import csv
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
-import cv2
 import numpy as np
-import torch
 from detectron2.data import MetadataCatalog, build_detection_test_loader
-from detectron2.evaluation import SemSegEvaluator, inference_on_dataset
+from detectron2.evaluation import inference_on_dataset
 from detectron2.utils import comm
-from PIL import Image
 from tabulate import tabulate
 
-from ..data.dataset_mappers.instance import read_image_checked
 from ..data.datasets.common import dataset_dicts_checked
+from .evaluators import INSTANCE_KINDS, PANOPTIC_KINDS, build_evaluator
+from .semantic import (DGTestMapper, check_label_matches, eval_resize_shape, label_loader,
+                       semantic_evaluator, semantic_test_loader)
 
-__all__ = ["DGSummary", "DGTestMapper", "evaluate_domain_generalization", "eval_resize_shape",
-           "label_loader", "semantic_evaluator", "semantic_test_loader", "source_datasets"]
+__all__ = ["DGSummary", "DGTestMapper", "check_label_matches", "evaluate_domain_generalization",
+           "eval_resize_shape", "label_loader", "semantic_evaluator", "semantic_test_loader",
+           "source_datasets"]
 
 logger = logging.getLogger(__name__)
 
-
-def eval_resize_shape(h: int, w: int, scale: Optional[Sequence[int]]) -> Tuple[int, int]:
-    """(h, w) after the reference's keep-ratio resize to ``scale`` (long, short edge limits):
-    the image grows or shrinks by the largest factor that fits both limits."""
-    if not scale:
-        return h, w
-    long_edge, short_edge = max(scale), min(scale)
-    factor = min(long_edge / max(h, w), short_edge / min(h, w))
-    return int(h * factor + 0.5), int(w * factor + 0.5)
-
-
-class DGTestMapper:
-    """Test mapper: the image resized (bilinear) to the dataset's evaluation size, with the
-    original "height"/"width" so that predictions come back at the label's resolution."""
-
-    def __init__(self, image_format: str, eval_size: Optional[Sequence[int]] = None):
-        self.image_format = image_format
-        self.eval_size = tuple(eval_size) if eval_size else None
-
-    def read(self, d: Dict) -> np.ndarray:
-        """The image of ``d`` (HxWx3, INPUT.FORMAT order); subclasses may alter it."""
-        return read_image_checked(d["file_name"], self.image_format)
-
-    def __call__(self, d: Dict) -> Dict:
-        image = self.read(d)
-        h, w = image.shape[:2]
-        if "sem_seg_file_name" in d:
-            check_label_matches(d["sem_seg_file_name"], d["file_name"], w, h)
-        nh, nw = eval_resize_shape(h, w, self.eval_size)
-        if (nh, nw) != (h, w):
-            image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
-        out = {k: v for k, v in d.items() if k in ("file_name", "sem_seg_file_name", "image_id")}
-        out.update(image=torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))).float(),
-                   height=h, width=w)
-        return out
-
-
-def check_label_matches(label_path: str, image_path: str, w: int, h: int):
-    """Refuse a label of another size or channel count than its image before scoring, where
-    numpy would fail with a broadcast error naming no file. Reads the PNG header only."""
-    try:
-        with Image.open(label_path) as img:
-            (lw, lh), bands = img.size, len(img.getbands())
-    except Exception as e:
-        raise OSError(f"cannot read label {label_path}: {type(e).__name__}: {e}") from e
-    if (lw, lh) != (w, h) or bands != 1:
-        raise ValueError(
-            f"label {label_path} is {lw}x{lh} with {bands} channel(s) but its image {image_path} "
-            f"is {w}x{h} (W x H): evaluation needs a single-channel label of the image's size; "
-            f"rerun the dataset's preparation script (datasets/README.md) or replace the pair")
-
-
-def label_loader(num_classes: int, ignore_label: int):
-    """A label reader for SemSegEvaluator that works with numpy 1 and 2 (no copy=False) and
-    refuses values that are neither a class nor ignore, naming the file: such a value would
-    otherwise be counted silently into the confusion matrix."""
-
-    def load(path, dtype=int):
-        with open(path, "rb") as f:
-            try:
-                label = np.asarray(Image.open(f)).astype(dtype)
-            except Exception as e:
-                raise OSError(f"cannot read label {path}: {type(e).__name__}: {e}") from e
-        if label.ndim != 2:  # a colour PNG: the score would fail on a numpy broadcast
-            raise ValueError(f"label {path} has shape {label.shape}; evaluation needs a single-"
-                             "channel map of class ids: run the dataset's preparation script "
-                             "(datasets/README.md)")
-        bad = np.unique(label[(label != ignore_label) & ((label < 0) | (label >= num_classes))])
-        if bad.size:
-            raise ValueError(f"label {path} holds values {bad[:10].tolist()} outside 0.."
-                             f"{num_classes - 1} and ignore {ignore_label}: run the dataset's "
-                             "preparation script (datasets/README.md)")
-        return label
-
-    return load
+# Summary columns taken from detectron2's results: (result key, metric, column), in table order.
+# Panoptic quality from COCOPanopticEvaluator, mask (and, where scored, box) AP from
+# COCOEvaluator / CityscapesInstanceEvaluator; mIoU, mAcc and aAcc come from "sem_seg".
+MASK_METRICS = [("panoptic_seg", k, k) for k in ("PQ", "PQ_th", "PQ_st", "SQ", "RQ")] + [
+    ("segm", "AP", "AP"), ("segm", "AP50", "AP50"), ("bbox", "AP", "box_AP"), ("bbox", "AP50", "box_AP50")]
+SEMANTIC_COLUMNS = ["mIoU", "mAcc", "aAcc"]
+# The one metric of each kind drawn in dg_summary.png.
+HEADLINE = ["PQ", "AP", "box_AP", "mIoU"]
 
 
 @dataclass
 class DGSummary:
     """Per-dataset scores of one model. Datasets of a training domain (``source``) are reported
-    on their own rows and left out of the means, which are over the target domains only."""
+    on their own rows and left out of the means, which are over the target domains only.
+    ``classes`` is the label space all datasets share (per-class IoU is over it)."""
     classes: List[str]
     miou: Dict[str, float] = field(default_factory=dict)  # dataset -> mIoU (percent)
     iou: Dict[str, List[float]] = field(default_factory=dict)  # dataset -> per-class IoU
     macc: Dict[str, float] = field(default_factory=dict)  # dataset -> mean class accuracy
     aacc: Dict[str, float] = field(default_factory=dict)  # dataset -> pixel accuracy (aAcc)
     source: List[str] = field(default_factory=list)  # datasets of a training domain
+    # column of MASK_METRICS (PQ, AP, ...) -> dataset -> value (percent)
+    metrics: Dict[str, Dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def names(self) -> List[str]:
+        """Every dataset scored, in the order of evaluation."""
+        seen = dict.fromkeys(self.miou)
+        for scores in self.metrics.values():
+            seen.update(dict.fromkeys(scores))
+        return list(seen)
 
     @property
     def targets(self) -> List[str]:
-        return [n for n in self.miou if n not in self.source]
+        return [n for n in self.names if n not in self.source]
+
+    @property
+    def columns(self) -> List[str]:
+        """The metrics of this run: panoptic / mask ones that were scored, then mIoU, mAcc, aAcc
+        where a dataset was scored semantically."""
+        return ([c for _, _, c in MASK_METRICS if c in self.metrics]
+                + (SEMANTIC_COLUMNS if self.miou else []))
+
+    def scores(self, column: str) -> Dict[str, float]:
+        """dataset -> value of one column (datasets without it are absent)."""
+        semantic = {"mIoU": self.miou, "mAcc": self.macc, "aAcc": self.aacc}
+        return semantic[column] if column in semantic else self.metrics.get(column, {})
 
     def _mean(self, scores: Dict[str, float]) -> float:
         values = [scores[n] for n in self.targets if n in scores]
         return float(np.mean(values)) if values else float("nan")
+
+    def mean(self, column: str) -> float:
+        """``column`` averaged over the target domains that have it."""
+        return self._mean(self.scores(column))
 
     @property
     def mean_miou(self) -> float:
@@ -137,67 +101,87 @@ class DGSummary:
     def role(self, name: str) -> str:
         return "source" if name in self.source else "target"
 
+    def add(self, name: str, results: Dict[str, Dict[str, float]]):
+        """Record detectron2's results of one dataset ({"sem_seg": ..., "panoptic_seg": ...,
+        "segm": ..., "bbox": ...}, as inference_on_dataset returns them)."""
+        if "sem_seg" in results:
+            r = results["sem_seg"]
+            self.miou[name] = r["mIoU"]
+            self.iou[name] = [r[f"IoU-{c}"] for c in self.classes]
+            self.macc[name], self.aacc[name] = r["mACC"], r["pACC"]
+        for key, metric, column in MASK_METRICS:
+            if metric in results.get(key, {}):
+                self.metrics.setdefault(column, {})[name] = results[key][metric]
+
+    def results(self) -> Dict[str, Dict[str, float]]:
+        """dataset -> {column: value}, then "mean_over_targets" (when there are targets): the
+        form detectron2's print_csv_format and EvalHook take."""
+        out = {n: {c: self.scores(c)[n] for c in self.columns if n in self.scores(c)} for n in self.names}
+        if self.targets:
+            out["mean_over_targets"] = {c: self.mean(c) for c in self.columns}
+        return out
+
     def table(self) -> str:
-        rows = [[n, self.role(n), self.miou[n], self.macc.get(n), self.aacc.get(n)] for n in self.miou]
-        rows.append(["mean over targets", "", self.mean_miou, self.mean_macc, self.mean_aacc])
-        per_class = [[c] + [self.iou[n][i] for n in self.iou] for i, c in enumerate(self.classes)]
+        columns = self.columns
+        rows = [[n, self.role(n)] + [self.scores(c).get(n) for c in columns] for n in self.names]
+        rows.append(["mean over targets", ""] + [self.mean(c) for c in columns])
         fmt = dict(tablefmt="pipe", floatfmt=".2f")
-        return (tabulate(rows, headers=["dataset", "domain", "mIoU", "mAcc", "aAcc"], **fmt) + "\n\n"
-                + tabulate(per_class, headers=["class"] + list(self.iou), **fmt))
+        text = tabulate(rows, headers=["dataset", "domain"] + columns, **fmt)
+        if self.iou:
+            per_class = [[c] + [self.iou[n][i] for n in self.iou] for i, c in enumerate(self.classes)]
+            text += "\n\n" + tabulate(per_class, headers=["class"] + list(self.iou), **fmt)
+        return text
 
     def write(self, output_dir: str) -> Dict[str, str]:
         """dg_summary.json / .csv / .png under ``output_dir``; returns their paths."""
         os.makedirs(output_dir, exist_ok=True)
         paths = {ext: os.path.join(output_dir, f"dg_summary.{ext}") for ext in ("json", "csv", "png")}
+        data = {"mIoU": self.miou, "mAcc": self.macc, "aAcc": self.aacc,
+                "source": self.source, "targets": self.targets,
+                "mean_mIoU": self.mean_miou, "mean_mAcc": self.mean_macc,
+                "mean_aAcc": self.mean_aacc, "classes": self.classes, "IoU": self.iou}
+        for column, scores in self.metrics.items():
+            data[column], data[f"mean_{column}"] = scores, self.mean(column)
         with open(paths["json"], "w") as f:
-            json.dump({"mIoU": self.miou, "mAcc": self.macc, "aAcc": self.aacc,
-                       "source": self.source, "targets": self.targets,
-                       "mean_mIoU": self.mean_miou, "mean_mAcc": self.mean_macc,
-                       "mean_aAcc": self.mean_aacc, "classes": self.classes, "IoU": self.iou},
-                      f, indent=2)
+            json.dump(data, f, indent=2)
+        columns, nan = self.columns, float("nan")
         with open(paths["csv"], "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["dataset", "domain", "mIoU", "mAcc", "aAcc"] + self.classes)
-            for n, m in self.miou.items():
-                writer.writerow([n, self.role(n), f"{m:.4f}", f"{self.macc.get(n, float('nan')):.4f}",
-                                 f"{self.aacc.get(n, float('nan')):.4f}"]
-                                + [f"{v:.4f}" for v in self.iou[n]])
-            writer.writerow(["mean over targets", "", f"{self.mean_miou:.4f}", f"{self.mean_macc:.4f}",
-                             f"{self.mean_aacc:.4f}"])
-        self._plot(paths["png"])
+            writer.writerow(["dataset", "domain"] + columns + (self.classes if self.iou else []))
+            for n in self.names:
+                per_class = self.iou.get(n, [nan] * len(self.classes)) if self.iou else []
+                writer.writerow([n, self.role(n)] + [f"{self.scores(c).get(n, nan):.4f}" for c in columns]
+                                + [f"{v:.4f}" for v in per_class])
+            writer.writerow(["mean over targets", ""] + [f"{self.mean(c):.4f}" for c in columns])
+        if not self._plot(paths["png"]):
+            del paths["png"]
         return paths
 
-    def _plot(self, path: str):
+    def _plot(self, path: str) -> bool:
+        """One bar chart per headline metric of the run; False when there is none to draw."""
+        panels = [c for c in HEADLINE if c in self.columns]
+        if not panels:
+            return False
         import matplotlib
         matplotlib.use("Agg")  # files only, no display
         import matplotlib.pyplot as plt
 
-        names = [f"{n}\n(source)" if n in self.source else n for n in self.miou] + ["mean over\ntargets"]
-        values = list(self.miou.values()) + [self.mean_miou]
-        colours = ["#999999" if n in self.source else "#4c72b0" for n in self.miou] + ["#dd8452"]
-        fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 3.5))
-        bars = ax.bar(names, values, color=colours)
-        ax.bar_label(bars, fmt="%.1f")
-        ax.set_ylabel("mIoU (%)")
-        ax.set_ylim(0, 100)
-        ax.set_title("Domain generalization: mIoU per target")
+        width = max(1.2 * (len(self.scores(c)) + 1) + 2 for c in panels)
+        fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), 3.5), squeeze=False)
+        for ax, column in zip(axes[0], panels):
+            scores = self.scores(column)
+            names = [f"{n}\n(source)" if n in self.source else n for n in scores] + ["mean over\ntargets"]
+            values = list(scores.values()) + [self.mean(column)]
+            colours = ["#999999" if n in self.source else "#4c72b0" for n in scores] + ["#dd8452"]
+            bars = ax.bar(names, values, color=colours)
+            ax.bar_label(bars, fmt="%.1f")
+            ax.set_ylabel(f"{column} (%)")
+            ax.set_ylim(0, 100)
+            ax.set_title(f"Domain generalization: {column} per target")
         fig.tight_layout()
         fig.savefig(path, dpi=100)
         plt.close(fig)
-
-
-def semantic_test_loader(cfg, name: str):
-    """detectron2's test loader over ``name``, each image at the dataset's evaluation size."""
-    mapper = DGTestMapper(cfg.INPUT.FORMAT, MetadataCatalog.get(name).get("eval_size", None))
-    dicts = dataset_dicts_checked(name)  # an empty split: say which and where it looked
-    return build_detection_test_loader(dicts, mapper=mapper, num_workers=cfg.DATALOADER.NUM_WORKERS)
-
-
-def semantic_evaluator(name: str, output_dir: Optional[str] = None) -> SemSegEvaluator:
-    """detectron2's SemSegEvaluator with a label reader that checks the labels' values."""
-    meta = MetadataCatalog.get(name)
-    return SemSegEvaluator(name, output_dir=output_dir,
-                           sem_seg_loading_fn=label_loader(len(meta.stuff_classes), meta.ignore_label))
+        return True
 
 
 def source_datasets(dataset_names: Sequence[str], train_names: Sequence[str]) -> List[str]:
@@ -207,33 +191,61 @@ def source_datasets(dataset_names: Sequence[str], train_names: Sequence[str]) ->
     return [n for n in dataset_names if MetadataCatalog.get(n).get("domain", None) in domains]
 
 
+def label_space(name: str) -> List[str]:
+    """The classes a model scores on ``name``: the things of an instance dataset, else the
+    stuff_classes of a semantic or panoptic one (every class, things included)."""
+    meta = MetadataCatalog.get(name)
+    key = "thing_classes" if meta.get("evaluator_type", None) in INSTANCE_KINDS else "stuff_classes"
+    classes = meta.get(key, None)
+    if classes is None:
+        raise ValueError(f"dataset '{name}' has no {key} in its metadata: register it with its "
+                         "class names")
+    return list(classes)
+
+
+def default_eval_size(cfg) -> Optional[Sequence[int]]:
+    """Evaluation size of a panoptic or instance dataset without its own ``eval_size``: the
+    config's INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST resize (detectron2's test resize; None: as is)."""
+    return (cfg.INPUT.MAX_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST) if cfg.INPUT.MIN_SIZE_TEST else None
+
+
 def evaluate_domain_generalization(cfg, model, dataset_names: Sequence[str],
                                    output_dir: Optional[str] = None) -> DGSummary:
-    """Evaluate ``model`` on every dataset of ``dataset_names`` (registered semantic datasets
-    whose metadata may give ``eval_size``) and return (and, with ``output_dir``, write) the
-    summary. Datasets of a cfg.DATASETS.TRAIN domain are reported as source, outside the mean."""
+    """Evaluate ``model`` on every dataset of ``dataset_names`` and return (and, with
+    ``output_dir``, write) the summary. Each image is resized to its dataset's ``eval_size``
+    (panoptic and instance datasets without one: the config's test size) and scored at its
+    label's resolution. Semantic datasets give mIoU; panoptic and instance datasets (evaluator
+    types in PANOPTIC_KINDS / INSTANCE_KINDS) give PQ / mask AP (and mIoU) as the model's
+    MODEL.MASK2FORMER.TEST flags ask. All datasets must share one label space. Datasets of a
+    cfg.DATASETS.TRAIN domain are reported as source, outside the mean."""
     if not dataset_names:
         raise ValueError("no target datasets given (DATASETS.TEST is empty)")
-    classes = None
-    summary = None
-    for name in dataset_names:
-        meta = MetadataCatalog.get(name)
-        if classes is None:
-            classes = list(meta.stuff_classes)
-            summary = DGSummary(classes, source=source_datasets(dataset_names, cfg.DATASETS.TRAIN))
-        elif list(meta.stuff_classes) != classes:
+    # every split loaded (an empty one: say which and where it looked) and the label spaces
+    # compared before the first inference (load_coco_json fills the metadata on loading)
+    dicts = {name: dataset_dicts_checked(name) for name in dataset_names}
+    classes = label_space(dataset_names[0])
+    for name in dataset_names[1:]:
+        if label_space(name) != classes:
             raise ValueError(f"{name} has other classes than {dataset_names[0]}: a DG summary "
                              "needs one label space")
-        evaluator = semantic_evaluator(name, os.path.join(output_dir, name) if output_dir else None)
-        result = inference_on_dataset(model, semantic_test_loader(cfg, name), evaluator)
+    summary = DGSummary(classes, source=source_datasets(dataset_names, cfg.DATASETS.TRAIN))
+    for name in dataset_names:
+        meta = MetadataCatalog.get(name)
+        out = os.path.join(output_dir, name) if output_dir else None
+        eval_size = meta.get("eval_size", None)
+        if meta.get("evaluator_type", None) in PANOPTIC_KINDS + INSTANCE_KINDS:
+            evaluator, eval_size = build_evaluator(cfg, name, out), eval_size or default_eval_size(cfg)
+        else:
+            evaluator = semantic_evaluator(name, out)
+        loader = build_detection_test_loader(dicts[name], mapper=DGTestMapper(cfg.INPUT.FORMAT, eval_size),
+                                             num_workers=cfg.DATALOADER.NUM_WORKERS)
+        results = inference_on_dataset(model, loader, evaluator)
         if not comm.is_main_process():
             continue  # detectron2 evaluators gather results on the main process only
-        result = result["sem_seg"]
-        summary.miou[name] = result["mIoU"]
-        summary.iou[name] = [result[f"IoU-{c}"] for c in classes]
-        summary.macc[name], summary.aacc[name] = result["mACC"], result["pACC"]
-        logger.info("%s (%s): mIoU %.2f, mAcc %.2f, aAcc %.2f", name, summary.role(name),
-                    result["mIoU"], result["mACC"], result["pACC"])
+        summary.add(name, results)
+        scored = {c: summary.scores(c)[name] for c in summary.columns if name in summary.scores(c)}
+        logger.info("%s (%s): %s", name, summary.role(name),
+                    ", ".join(f"{c} {v:.2f}" for c, v in scored.items() if not math.isnan(v)) or "no scores")
     if output_dir and comm.is_main_process():
         summary.write(output_dir)
     return summary

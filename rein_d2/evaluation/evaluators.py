@@ -3,26 +3,95 @@ DefaultTrainer.build_evaluator / build_test_loader expect. One table, one entry 
 import logging
 from typing import Callable, Dict, List, Optional
 
-from detectron2.data import MetadataCatalog, build_detection_test_loader
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
+from detectron2.data.catalog import Metadata
 from detectron2.evaluation import (CityscapesInstanceEvaluator, CityscapesSemSegEvaluator,
                                    COCOEvaluator, COCOPanopticEvaluator, DatasetEvaluator,
                                    DatasetEvaluators)
 
-from .domain_generalization import semantic_evaluator, semantic_test_loader
+from .semantic import semantic_evaluator, semantic_test_loader
 
-__all__ = ["EVALUATORS", "build_evaluator", "build_test_loader"]
+__all__ = ["EVALUATORS", "INSTANCE_KINDS", "PANOPTIC_KINDS", "ThingCOCOEvaluator",
+           "build_evaluator", "build_test_loader"]
 
 logger = logging.getLogger(__name__)
 
+# evaluator_types of panoptic datasets (records with pan_seg_file_name, segments_info) and of
+# instance datasets (records with annotations): the DG evaluation scores them with EVALUATORS.
+PANOPTIC_KINDS = ("coco_panoptic_seg", "cityscapes_panoptic_seg")
+INSTANCE_KINDS = ("coco", "cityscapes_instance")
 
-def _coco_panoptic(cfg, name, output_dir):
-    evaluators = [COCOPanopticEvaluator(name, output_dir)]
-    if cfg.MODEL.MASK2FORMER.TEST.INSTANCE_ON:  # the model's instances too: mask AP
-        if MetadataCatalog.get(name).get("json_file", None):
-            evaluators.append(COCOEvaluator(name, output_dir=output_dir))
+
+class ThingCOCOEvaluator(COCOEvaluator):
+    """COCOEvaluator (mask AP) of a panoptic dataset's things against its instances json
+    (metadata json_file). The model's classes are the panoptic contiguous ids, things and stuff
+    together (the 19 Cityscapes classes: things are 11..18), which COCOEvaluator refuses: it
+    wants the things at 0..N-1 and one name per json category. Each predicted thing is
+    renumbered to its category's place among the json's categories; predictions of other
+    classes (stuff) are dropped, as they could match no category of the json anyway."""
+
+    def __init__(self, dataset_name: str, output_dir: Optional[str] = None):
+        super().__init__(dataset_name, tasks=("segm",), output_dir=output_dir)
+        meta = self._metadata
+        json_ids = sorted(self._coco_api.getCatIds())
+        thing_ids = meta.thing_dataset_id_to_contiguous_id  # json category id -> model class
+        missing = sorted(set(thing_ids) - set(json_ids))
+        if missing:
+            raise ValueError(
+                f"{dataset_name}: thing category ids {missing} of its metadata's "
+                f"thing_dataset_id_to_contiguous_id are no category of its instances json "
+                f"{meta.json_file} (categories {json_ids}): the json must use the panoptic "
+                "json's category ids; rerun the dataset's preparation script")
+        place = {cat: i for i, cat in enumerate(json_ids)}
+        self._class_to_place = {c: place[cat] for cat, c in thing_ids.items()}
+        # what COCOEvaluator reads from here on: contiguous things and one name per category
+        self._metadata = Metadata(name=meta.name, json_file=meta.json_file,
+                                  thing_classes=[self._coco_api.cats[c]["name"] for c in json_ids],
+                                  thing_dataset_id_to_contiguous_id=place)
+
+    def process(self, inputs, outputs):
+        super().process(inputs, [self._things(o) for o in outputs])
+
+    def _things(self, output: Dict) -> Dict:
+        if "instances" not in output:
+            return output
+        instances = output["instances"].to("cpu")
+        classes = instances.pred_classes.tolist()
+        keep = [i for i, c in enumerate(classes) if c in self._class_to_place]
+        instances = instances[torch.tensor(keep, dtype=torch.long)]
+        instances.pred_classes = torch.tensor([self._class_to_place[classes[i]] for i in keep],
+                                              dtype=torch.long)
+        return dict(output, instances=instances)
+
+
+def _panoptic(cfg, name: str, output_dir: Optional[str]) -> List[DatasetEvaluator]:
+    """What the model's MODEL.MASK2FORMER.TEST flags produce, as Mask2Former scores it: PQ
+    (PANOPTIC_ON); mask AP of its instances (INSTANCE_ON) against the instances json
+    (metadata json_file) or, for Cityscapes, by cityscapesscripts; mIoU (SEMANTIC_ON) where the
+    records carry a train-id label (sem_seg_file_name)."""
+    test = cfg.MODEL.MASK2FORMER.TEST
+    meta = MetadataCatalog.get(name)
+    evaluators = []
+    if test.PANOPTIC_ON:
+        evaluators.append(COCOPanopticEvaluator(name, output_dir))
+    if test.INSTANCE_ON:
+        if meta.get("json_file", None):
+            evaluators.append(ThingCOCOEvaluator(name, output_dir))
+        elif meta.get("evaluator_type", None) == "cityscapes_panoptic_seg":
+            evaluators.append(CityscapesInstanceEvaluator(name))
         else:
             logger.warning("%s: no instances json (metadata json_file) to score the model's "
-                           "instances against: PQ only", name)
+                           "instances against: no mask AP", name)
+    if test.SEMANTIC_ON:
+        if all("sem_seg_file_name" in d for d in DatasetCatalog.get(name)[:1]):
+            evaluators.append(semantic_evaluator(name, output_dir))
+        else:
+            logger.info("%s: records without sem_seg_file_name: no mIoU", name)
+    if not evaluators:
+        raise ValueError(f"panoptic dataset '{name}': the model outputs nothing it can score; set "
+                         "MODEL.MASK2FORMER.TEST.PANOPTIC_ON (PQ), INSTANCE_ON (mask AP) or "
+                         "SEMANTIC_ON (mIoU, with sem_seg_file_name in the records)")
     return evaluators
 
 
@@ -30,7 +99,8 @@ def _coco_panoptic(cfg, name, output_dir):
 EVALUATORS: Dict[str, Callable[..., List[DatasetEvaluator]]] = {
     "sem_seg": lambda cfg, name, out: [semantic_evaluator(name, out)],
     "coco": lambda cfg, name, out: [COCOEvaluator(name, output_dir=out)],
-    "coco_panoptic_seg": _coco_panoptic,
+    "coco_panoptic_seg": _panoptic,
+    "cityscapes_panoptic_seg": _panoptic,
     "cityscapes_instance": lambda cfg, name, out: [CityscapesInstanceEvaluator(name)],
     "cityscapes_sem_seg": lambda cfg, name, out: [CityscapesSemSegEvaluator(name)],
 }

@@ -19,7 +19,7 @@ from tabulate import tabulate
 from ..data.corruptions import cached_corruption
 from ..data.dataset_mappers.instance import read_image_checked
 from ..data.datasets.common import dataset_dicts_checked
-from .domain_generalization import DGTestMapper, semantic_evaluator
+from .semantic import DGTestMapper, semantic_evaluator
 
 __all__ = ["CorruptedTestMapper", "RobustnessSummary", "evaluate_robustness"]
 

@@ -1,0 +1,135 @@
+"""The multi-target domain-generalization evaluation on panoptic and instance targets: a model
+that predicts the ground truth scores PQ, mask AP and mIoU 100 on every target through
+detectron2's evaluators, and the summary's table, JSON and CSV carry them per target."""
+import csv
+import json
+import os
+
+import pytest
+import torch
+from detectron2.data import MetadataCatalog
+from detectron2.evaluation import (CityscapesInstanceEvaluator, COCOPanopticEvaluator,
+                                   DatasetEvaluators, SemSegEvaluator)
+
+from panoptic_testing import CLASSES, LAYOUTS, SMALL_INPUT, GroundTruthModel, load_cfg, write_panoptic_dataset
+from rein_d2.evaluation import ThingCOCOEvaluator, build_evaluator, evaluate_domain_generalization
+
+pytest.importorskip("panopticapi", reason="COCOPanopticEvaluator needs panopticapi")
+
+PANOPTIC_COLUMNS = ["PQ", "PQ_th", "PQ_st", "SQ", "RQ", "AP", "AP50"]
+
+
+@pytest.fixture(scope="module")
+def targets(tmp_path_factory):
+    """Two panoptic targets (and their instance variants): the frames in two orders."""
+    a = write_panoptic_dataset(str(tmp_path_factory.mktemp("target_a")), LAYOUTS, seed=0)
+    b = write_panoptic_dataset(str(tmp_path_factory.mktemp("target_b")), LAYOUTS[::-1], seed=1)
+    return a, b
+
+
+def panoptic_cfg(*opts):
+    return load_cfg("cityscapes/panoptic_rein_dinov2_l.yaml", *SMALL_INPUT, *opts)
+
+
+class NoThings(GroundTruthModel):
+    """The ground truth of the stuff only: things left void in the panoptic output, and every
+    instance called a train (a class absent from the frames)."""
+
+    def _predict(self, x):
+        out = super()._predict(x)
+        seg, info = out["panoptic_seg"]
+        for s in info:
+            if s["isthing"]:
+                seg[seg == s["id"]] = 0
+        out["panoptic_seg"] = (seg, [s for s in info if not s["isthing"]])
+        out["instances"].pred_classes = torch.full_like(out["instances"].pred_classes, CLASSES.index("train"))
+        return out
+
+
+def test_perfect_predictions_score_100_on_every_target_and_the_summary_carries_them(targets, tmp_path):
+    (a, _), (b, _) = targets
+    MetadataCatalog.get(b).set(eval_size=(48, 32))  # b's own evaluation size: 32x48 images
+    model = GroundTruthModel(a, b)
+    out = tmp_path / "dg"
+    summary = evaluate_domain_generalization(panoptic_cfg(), model, [a, b], str(out))
+    # each target at its size: a at the config's test size (64x96 as is), b at its eval_size
+    assert model.sizes == [(64, 96)] * 2 + [(32, 48)] * 2
+    assert summary.columns == PANOPTIC_COLUMNS + ["mIoU", "mAcc", "aAcc"]
+    for name in (a, b):
+        for column in summary.columns:
+            assert summary.scores(column)[name] == pytest.approx(100), (name, column)
+    assert summary.targets == [a, b] and summary.mean("PQ") == pytest.approx(100)
+    assert summary.results()["mean_over_targets"]["AP"] == pytest.approx(100)
+
+    data = json.loads((out / "dg_summary.json").read_text())
+    assert set(data["PQ"]) == {a, b} and data["mean_PQ"] == pytest.approx(100)
+    assert data["AP50"][b] == pytest.approx(100) and data["mean_mIoU"] == pytest.approx(100)
+    rows = list(csv.reader(open(out / "dg_summary.csv")))
+    assert rows[0] == ["dataset", "domain"] + PANOPTIC_COLUMNS + ["mIoU", "mAcc", "aAcc"] + CLASSES
+    assert [r[0] for r in rows[1:]] == [a, b, "mean over targets"]
+    assert all(float(v) == pytest.approx(100) for v in rows[1][2:12] + rows[3][2:])
+    assert (out / "dg_summary.png").stat().st_size > 1000
+    assert os.path.isfile(out / a / "coco_instances_results.json")  # the evaluators' own files
+    header = summary.table().splitlines()[0]
+    assert [c.strip() for c in header.strip("|").split("|")] == ["dataset", "domain"] + summary.columns
+
+
+def test_missing_things_cost_pq_th_and_ap_but_not_pq_st(targets):
+    (a, _), _ = targets
+    summary = evaluate_domain_generalization(panoptic_cfg(), NoThings(a), [a])
+    # GT classes: sky, road (stuff, right), car, person, bicycle (things, all missed)
+    assert summary.scores("PQ_st")[a] == pytest.approx(100)
+    assert summary.scores("PQ_th")[a] == pytest.approx(0)
+    assert summary.scores("PQ")[a] == pytest.approx(100 * 2 / 5)
+    assert summary.scores("AP")[a] == pytest.approx(0)
+    assert summary.scores("mIoU")[a] == pytest.approx(100)  # the semantic output is still right
+
+
+def test_instance_targets_score_mask_ap(targets, tmp_path):
+    (_, a), (_, b) = targets
+    cfg = load_cfg("cityscapes/instance_rein_dinov2_l.yaml", *SMALL_INPUT)
+    summary = evaluate_domain_generalization(cfg, GroundTruthModel(a, b), [a, b], str(tmp_path))
+    # detectron2's COCOEvaluator scores the boxes too (here the masks' boxes)
+    assert summary.columns == ["AP", "AP50", "box_AP", "box_AP50"]
+    assert summary.classes == CLASSES[11:] and summary.iou == {}
+    for column in summary.columns:
+        assert summary.mean(column) == pytest.approx(100), column
+    rows = list(csv.reader(open(tmp_path / "dg_summary.csv")))
+    assert rows[0] == ["dataset", "domain", "AP", "AP50", "box_AP", "box_AP50"]
+
+
+def test_panoptic_and_instance_targets_are_not_mixed(targets):
+    (pan, inst), _ = targets
+    with pytest.raises(ValueError, match="one label space"):
+        evaluate_domain_generalization(panoptic_cfg(), GroundTruthModel(pan, inst), [pan, inst])
+
+
+def test_evaluators_follow_the_test_flags_and_the_dataset_kind(targets, tmp_path):
+    (a, _), _ = targets
+    evaluator = build_evaluator(panoptic_cfg(), a, str(tmp_path))
+    assert [type(e) for e in evaluator._evaluators] == [COCOPanopticEvaluator, ThingCOCOEvaluator,
+                                                       SemSegEvaluator]
+    only_pq = panoptic_cfg("MODEL.MASK2FORMER.TEST.SEMANTIC_ON", False, "MODEL.MASK2FORMER.TEST.INSTANCE_ON", False)
+    assert type(build_evaluator(only_pq, a, str(tmp_path))) is COCOPanopticEvaluator
+    # detectron2's Cityscapes panoptic datasets have no instances json: cityscapesscripts' AP
+    cityscapes_like = f"{a}_cityscapes"
+    meta = {k: v for k, v in MetadataCatalog.get(a).as_dict().items() if k not in ("name", "json_file")}
+    MetadataCatalog.get(cityscapes_like).set(**dict(meta, evaluator_type="cityscapes_panoptic_seg",
+                                                    gt_dir=str(tmp_path)))
+    evaluator = build_evaluator(panoptic_cfg("MODEL.MASK2FORMER.TEST.SEMANTIC_ON", False), cityscapes_like)
+    assert isinstance(evaluator, DatasetEvaluators)
+    assert [type(e) for e in evaluator._evaluators] == [COCOPanopticEvaluator, CityscapesInstanceEvaluator]
+    nothing = panoptic_cfg("MODEL.MASK2FORMER.TEST.SEMANTIC_ON", False, "MODEL.MASK2FORMER.TEST.INSTANCE_ON",
+                           False, "MODEL.MASK2FORMER.TEST.PANOPTIC_ON", False)
+    with pytest.raises(ValueError, match="PANOPTIC_ON.*INSTANCE_ON.*SEMANTIC_ON"):
+        build_evaluator(nothing, a)
+
+
+def test_an_instances_json_without_the_things_is_refused(targets):
+    (a, _), _ = targets
+    wrong = f"{a}_wrong_ids"
+    meta = {k: v for k, v in MetadataCatalog.get(a).as_dict().items() if k != "name"}
+    meta["thing_dataset_id_to_contiguous_id"] = {11: 11, 26: 13}  # 11: no category of the json
+    MetadataCatalog.get(wrong).set(**meta)
+    with pytest.raises(ValueError, match=r"thing category ids \[11\].*instances\.json"):
+        ThingCOCOEvaluator(wrong)
