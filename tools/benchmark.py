@@ -398,8 +398,9 @@ def main(argv=None):
                         help="step time and peak memory against crop and batch, inference latency against "
                              "image size, with fitted growth exponents (instead of the method table)")
     parser.add_argument("--baseline", metavar="REV",
-                        help="measure the head, backbone, step and inference rows (and --profile / "
-                             "--scaling rows) on a git worktree of REV too, side by side, with ratios")
+                        help="measure the head, backbone, step and inference rows (and the --profile "
+                             "breakdown) on a git worktree of REV too, side by side, with ratios, and "
+                             "compare one seeded step's losses and gradients")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats of --profile / --baseline rows")
     parser.add_argument("--scaling-crops", nargs="+", type=int, default=[512, 768, 1024])
     parser.add_argument("--scaling-batches", nargs="+", type=int, default=[1, 2, 4])
@@ -514,7 +515,7 @@ def analysis(args):
                 section = "compare"
                 base_ref = next((x for s, l, x in results if s == "compare" and label.startswith(l + ",")), {})
                 r["baseline"] = base_ref.get("baseline", {"error": "not measured"})
-            elif base_repo:
+            elif base_repo and not isinstance(section, tuple):  # scaling curves: this checkout only
                 r["baseline"] = isolated(fn, *fn_args, repo=base_repo)
             r["current"] = isolated(fn, *fn_args)
             results.append((section, label, r))
