@@ -242,9 +242,11 @@ def compare_numerics(base, cur):
 
 def _child(conn, fn, args, repo=None):
     try:
-        if repo:  # measure another checkout: its rein_d2 and configs come first
-            os.environ["REIN_D2_BENCH_REPO"] = repo
-            sys.path.insert(0, repo)
+        # the measured checkout's rein_d2 and configs come first (an installed rein_d2 may be
+        # another checkout's)
+        repo = repo or REPO
+        os.environ["REIN_D2_BENCH_REPO"] = repo
+        sys.path.insert(0, repo)
         result = fn(*args)
         import rein_d2
         if isinstance(result, dict):
