@@ -29,6 +29,7 @@ import tempfile
 import time
 
 import torch
+from benchmark_profile import rss as _rss, sync as _sync
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {"small": "configs/gtav/rein_dinov2_s.yaml", "large": "configs/gtav/rein_dinov2_l.yaml"}
@@ -67,20 +68,6 @@ def _model(size, method, device, train=True):
     from detectron2.modeling import build_model
     torch.manual_seed(0)
     return build_model(_cfg(size, method, device)).train(train)
-
-
-def _rss(field):
-    """A VmRSS / VmHWM line of /proc/self/status, in bytes."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _sync(device):
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def _batch(n, crop):

@@ -45,7 +45,7 @@ REST = {"backbone (whole)": ("backbone: rest (embedding)", ["backbone: blocks", 
 HEAD = ("pixel decoder (whole)", "query decoder (whole)", "criterion (whole)")
 
 
-def _sync(device):
+def sync(device):
     if device == "cuda":
         torch.cuda.synchronize()
 
@@ -133,19 +133,19 @@ def replay(model, calls, method, device) -> Dict[str, float]:
         args, kwargs = _inputs(args), _inputs(kwargs)
         grad_mode = kwargs.pop("_grad_mode")  # as in the step (the point sampling runs without)
         fn = getattr(type(obj), method)
-        _sync(device)
+        sync(device)
         t = time.perf_counter()
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.set_grad_enabled(grad_mode):
             out = fn(obj, *args, **kwargs)
-        _sync(device)
+        sync(device)
         fwd += time.perf_counter() - t
         outs = [o for o in _tensors(out) if o.requires_grad]
         if outs:
             grads = [torch.randn_like(o) * 1e-3 for o in outs]
-            _sync(device)
+            sync(device)
             t = time.perf_counter()
             torch.autograd.backward(outs, grads)
-            _sync(device)
+            sync(device)
             bwd += time.perf_counter() - t
         saved_total += sum(saved.values())
         del out, outs
@@ -173,10 +173,10 @@ def profile_step(model, data, device, repeats: int = 3) -> Dict[str, Dict[str, f
 
     steps = []
     for _ in range(repeats):
-        _sync(device)
+        sync(device)
         t = time.perf_counter()
         sum(model(data).values()).backward()
-        _sync(device)
+        sync(device)
         steps.append(time.perf_counter() - t)
         model.zero_grad(set_to_none=True)
 
@@ -209,12 +209,12 @@ def backbone_step(model, data, device, repeats: int = 3) -> Dict[str, float]:
     times = []
     for i in range(repeats + 1):  # the first run warms up
         x = images.clone().requires_grad_(rein is None)
-        _sync(device)
+        sync(device)
         t = time.perf_counter()
         feats = model.backbone(x)
         outs = list(feats.values())
         torch.autograd.backward(outs, [torch.ones_like(o) * 1e-3 for o in outs])
-        _sync(device)
+        sync(device)
         if i:
             times.append(time.perf_counter() - t)
         model.zero_grad(set_to_none=True)
@@ -229,7 +229,8 @@ def growth_exponent(xs: List[float], ys: List[float]) -> float:
     return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / den if den else float("nan")
 
 
-def _rss(field):
+def rss(field):
+    """A VmRSS / VmHWM line of /proc/self/status, in bytes."""
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith(field + ":"):
@@ -244,11 +245,11 @@ def _reset_peak(device):
         return torch.cuda.memory_allocated()
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # VmHWM := VmRSS
-    return _rss("VmRSS")
+    return rss("VmRSS")
 
 
 def _peak(device, base):
-    return float((torch.cuda.max_memory_allocated() if device == "cuda" else _rss("VmHWM")) - base)
+    return float((torch.cuda.max_memory_allocated() if device == "cuda" else rss("VmHWM")) - base)
 
 
 def head_step(model, data, device, repeats: int = 3) -> Dict[str, float]:
@@ -274,12 +275,12 @@ def head_step(model, data, device, repeats: int = 3) -> Dict[str, float]:
             q.requires_grad_(True)  # Rein's tokens train through the queries
         for t in _tensors(f):
             t.requires_grad_(True)  # and through the features
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         mask_features, memories = model.pixel_decoder(*f)
         cls, masks = model.predictor(mask_features, memories, q)
         sum(model.criterion(cls, masks, _inputs(targets)).values()).backward()
-        _sync(device)
+        sync(device)
         if i:
             times.append(time.perf_counter() - t0)
         model.zero_grad(set_to_none=True)
