@@ -19,7 +19,8 @@ REINDET_MINI = [
     "MODEL.ANCHOR_GENERATOR.SIZES", [[8], [16], [32], [64], [128]],
     "MODEL.RPN.BATCH_SIZE_PER_IMAGE", 64, "MODEL.RPN.PRE_NMS_TOPK_TRAIN", 200,
     "MODEL.RPN.POST_NMS_TOPK_TRAIN", 50, "MODEL.RPN.PRE_NMS_TOPK_TEST", 200,
-    "MODEL.RPN.POST_NMS_TOPK_TEST", 50, "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 32,
+    "MODEL.RPN.POST_NMS_TOPK_TEST", 20, "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 32,
+    "TEST.DETECTIONS_PER_IMAGE", 20, "MODEL.ROI_BOX_HEAD.NUM_CONV", 2,
     "MODEL.ROI_BOX_HEAD.CONV_DIM", 16, "MODEL.ROI_BOX_HEAD.FC_DIM", 32,
     "MODEL.ROI_MASK_HEAD.CONV_DIM", 16, "MODEL.ROI_MASK_HEAD.NUM_CONV", 2,
     "INPUT.LSJ.IMAGE_SIZE", 128, "INPUT.MIN_SIZE_TEST", 128, "INPUT.MAX_SIZE_TEST", 128,
@@ -34,6 +35,12 @@ def reindet_config_path(*parts):
 @pytest.fixture(autouse=True)
 def _reindet_seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def reindet_mini():
+    """The miniature overrides (KEY, VALUE, ...), a fresh list."""
+    return list(REINDET_MINI)
 
 
 @pytest.fixture
