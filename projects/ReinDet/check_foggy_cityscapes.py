@@ -29,7 +29,7 @@ def main(argv=None):
             name = f"foggy_cityscapes_{beta}_instance_{split}"
             records = DatasetCatalog.get(name)
             instances = sum(len(r["annotations"]) for r in records)
-            print(f"{name}: {len(records)} images, {instances} instances")
+            print(f"{name}: {len(records)} images, {instances} annotations (crowd regions included)")
             if not args.no_count_check:
                 check_count(name, len(records), SIZES[split])
     return 0
