@@ -83,3 +83,15 @@ def test_bad_settings_are_refused_by_name(reindet_cfg):
     model = build_model(reindet_cfg("cityscapes/mask_rcnn_rein_dinov2_l.yaml",
                                     "MODEL.REINDET.SQUARE_PAD", 0, "INPUT.MAX_SIZE_TEST", 256))
     assert model.backbone.padding_constraints == {"size_divisibility": 32, "square_size": 0}
+
+
+def test_without_rein_only_the_pyramid_and_heads_train(reindet_cfg):
+    """MODEL.REIN.ENABLED False: the frozen-VFM baseline under the same detector."""
+    model = build_model(reindet_cfg("cityscapes/mask_rcnn_rein_dinov2_l.yaml", "MODEL.REIN.ENABLED", False))
+    assert model.backbone.rein is None
+    trainable = {n.split(".")[0] + "." + n.split(".")[1] for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"backbone.fpn", "proposal_generator.rpn_head", "roi_heads.box_head",
+                         "roi_heads.box_predictor", "roi_heads.mask_head"}
+    model.eval()
+    with torch.no_grad():
+        assert set(model.backbone(torch.rand(1, 3, 64, 96))) == {"p2", "p3", "p4", "p5", "p6"}
