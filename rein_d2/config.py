@@ -11,9 +11,10 @@ from .utils.cli import UserError
 __all__ = ["add_rein_config", "check_config", "load_config"]
 
 
-def load_config(config_file: str, opts=()) -> CN:
-    """detectron2's defaults plus rein_d2's keys, then ``config_file`` and ``opts`` (KEY, VALUE,
-    ...). Without CUDA, MODEL.DEVICE defaults to "cpu" (an explicit MODEL.DEVICE in opts wins)."""
+def load_config(config_file: str, opts=(), add_config=()) -> CN:
+    """detectron2's defaults plus rein_d2's keys (and those of each ``add_config`` function, as
+    a project's ``add_<x>_config``), then ``config_file`` and ``opts`` (KEY, VALUE, ...).
+    Without CUDA, MODEL.DEVICE defaults to "cpu" (an explicit MODEL.DEVICE in opts wins)."""
     opts = list(opts)
     flags = [o for o in opts if isinstance(o, str) and o.startswith("--")]
     if flags:
@@ -23,6 +24,8 @@ def load_config(config_file: str, opts=()) -> CN:
         raise UserError(f"config overrides come in KEY VALUE pairs; got {len(opts)} items: "
                         f"{' '.join(map(str, opts))}")
     cfg = add_rein_config(get_cfg())
+    for add in add_config:
+        add(cfg)
     if not os.path.isfile(config_file):
         raise UserError(f"--config-file {config_file}: no such file (the configs are under configs/)")
     cfg.merge_from_file(config_file)

@@ -31,8 +31,8 @@ from rein_d2.utils.logging import setup_logging
 logger = logging.getLogger("rein_d2")
 
 
-def setup(args):
-    cfg = load_config(args.config_file, args.opts)
+def setup(args, add_config=()):
+    cfg = load_config(args.config_file, args.opts, add_config)
     cfg.freeze()
     setup_logging(cfg, args)  # detectron2's default_setup, with no ANSI codes in log.txt
     return cfg
@@ -54,9 +54,10 @@ def evaluate(cfg, resume: bool):
     return results
 
 
-def main(args):
+def main(args, add_config=()):
+    """``add_config``: a project's add_<x>_config functions, for its config keys."""
     try:
-        cfg = setup(args)
+        cfg = setup(args, add_config)
         if args.eval_only:
             return evaluate(cfg, args.resume)
         trainer = ReinTrainer(cfg)

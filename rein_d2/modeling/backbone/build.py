@@ -19,7 +19,9 @@ def rein_kwargs_from_cfg(cfg):
     )
 
 
-def build_rein_vit(cfg, family: str) -> ReinViT:
+def build_rein_vit(cfg, family: str, cls=ReinViT, **extra) -> ReinViT:
+    """The ViT of MODEL.VIT / MODEL.REIN as ``cls`` (ReinViT or a subclass, which also gets the
+    keyword arguments ``extra``)."""
     v = cfg.MODEL.VIT
     if family == "timm":
         arch = timm_vit_arch(v.TIMM_NAME)
@@ -31,13 +33,13 @@ def build_rein_vit(cfg, family: str) -> ReinViT:
                 f"no {family} model of size {size!r} (MODEL.VIT.SIZE={v.SIZE!r}, "
                 f"MODEL.VIT.NUM_REGISTERS={v.NUM_REGISTERS}); known sizes: {known}")
         arch = VFM_ARCHS[(family, size)]
-    return ReinViT(
+    return cls(
         arch=arch, img_size=v.IMG_SIZE, patch_size=v.PATCH_SIZE,
         out_indices=v.OUT_INDICES or None, rein=rein_kwargs_from_cfg(cfg), freeze=v.FREEZE,
         neck=v.NECK, timm_overrides={k: n for k, n in (("embed_dim", v.EMBED_DIM),
                                      ("depth", v.DEPTH), ("num_heads", v.NUM_HEADS)) if n},
         lora_rank=v.LORA_RANK, lora_alpha=v.LORA_ALPHA, vpt_tokens=v.VPT_TOKENS,
-        checkpoint_blocks=v.CHECKPOINT_BLOCKS,
+        checkpoint_blocks=v.CHECKPOINT_BLOCKS, **extra,
     )
 
 
