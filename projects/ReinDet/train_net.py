@@ -61,8 +61,10 @@ def check_datasets(cfg) -> None:
     if not unknown:
         return
     hint = ""
-    if PANOPTIC_ERROR is not None and any(n.startswith("bdd100k_instance") for n in unknown):
-        hint = (" bdd100k_instance_* is registered by projects/ReinPanoptic's package rein_panoptic, "
+    if PANOPTIC_ERROR is not None and any(n.startswith(("bdd100k_instance", "cityscapes_instance"))
+                                          for n in unknown):
+        hint = (" cityscapes_instance_* and bdd100k_instance_* are registered by "
+                "projects/ReinPanoptic's package rein_panoptic, "
                 f"which could not be imported from {PANOPTIC} ({PANOPTIC_ERROR}): add that project, "
                 "or leave BDD100K out, e.g. DATASETS.TEST '(\"foggy_cityscapes_0.02_instance_val\",)'")
     raise UserError(f"unregistered dataset(s) in the config: {', '.join(unknown)}.{hint}")

@@ -14,6 +14,7 @@ from PIL import Image
 
 from rein_d2.engine import ReinTrainer
 from rein_det.foggy_cityscapes import FOGGY_BETAS
+from reindet_testing import _reindet_seed, reindet_cfg  # noqa: F401 (fixtures)
 
 H, W = 40, 64
 # Per frame (split val): instance id -> rectangles (y0, y1, x0, x1) it covers. Cityscapes ids:

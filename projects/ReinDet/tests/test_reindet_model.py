@@ -7,6 +7,7 @@ from detectron2.modeling.roi_heads import CascadeROIHeads, StandardROIHeads
 
 from rein_d2.engine import build_optimizer
 from rein_det import ReinViTDet
+from reindet_testing import _reindet_seed, reindet_cfg  # noqa: F401 (fixtures)
 
 
 @pytest.mark.parametrize("name, heads", [
@@ -16,7 +17,7 @@ from rein_det import ReinViTDet
 def test_configs_build_a_detector_on_the_frozen_rein_vit(reindet_cfg, name, heads):
     cfg = reindet_cfg(name)
     assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 8 and cfg.MODEL.REINDET.NORM == "LN"
-    assert cfg.DATASETS.TRAIN == ("cityscapes_fine_instance_seg_train",)
+    assert cfg.DATASETS.TRAIN == ("cityscapes_instance_train",)
     assert "foggy_cityscapes_0.005_instance_val" in cfg.DATASETS.TEST
     model = build_model(cfg)
     backbone = model.backbone

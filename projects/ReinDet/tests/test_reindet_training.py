@@ -19,6 +19,7 @@ from rein_d2 import load_config
 from rein_d2.engine import ReinTrainer
 from rein_d2.utils.cli import UserError
 from rein_det import add_reindet_config
+from reindet_testing import _reindet_seed, reindet_cfg, reindet_mini  # noqa: F401 (fixtures)
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

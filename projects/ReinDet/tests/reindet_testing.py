@@ -1,30 +1,12 @@
-"""ReinDet's tests: projects/ReinDet on sys.path (for rein_det), seeding, a miniature config."""
-import importlib.util
+"""ReinDet's test helpers: seeding, a miniature of the configs and fixtures building it.
+Test modules import the fixtures they use from here (no conftest.py in projects/: pytest.ini
+puts this project on the path)."""
 import os
-import sys
 
 import pytest
 import torch
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if PROJECT not in sys.path:
-    sys.path.insert(0, PROJECT)
-
-
-def _top_level_conftest():
-    """The repository's tests/conftest.py, loaded by its path under a name of its own."""
-    path = os.path.join(os.path.dirname(os.path.dirname(PROJECT)), "tests", "conftest.py")
-    spec = importlib.util.spec_from_file_location("rein_d2_tests_conftest", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-# pytest (prepend import mode) keeps one module named "conftest": the last conftest.py it
-# loaded, which is this one when this folder is named on the command line beside tests/. The
-# top-level tests import REPO and config_path from "conftest", so this module offers the same.
-_TOP = _top_level_conftest()
-REPO, config_path = _TOP.REPO, _TOP.config_path
 
 # A miniature of the configs: a 4-block, 64-wide ViT, a 32-wide pyramid, small heads, 128x128
 # square batches; random weights (nothing is downloaded).
