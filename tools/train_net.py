@@ -70,10 +70,16 @@ def main(args, add_config=()):
         sys.exit(2)
 
 
-if __name__ == "__main__":
+def run(main_fn=None):
+    """Parse the command line and run ``main_fn(args)`` (default: main) on --num-gpus processes
+    through detectron2's launch; the projects' train_net.py scripts call this too."""
     args = default_argument_parser().parse_args()
     try:
-        launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-               dist_url=args.dist_url, args=(args,))
+        launch(main_fn or main, args.num_gpus, num_machines=args.num_machines,
+               machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))
     except ProcessExitedException as e:  # a worker process stopped; it printed why
         sys.exit(e.exit_code or 1)
+
+
+if __name__ == "__main__":
+    run()

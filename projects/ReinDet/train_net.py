@@ -25,8 +25,6 @@ if os.path.isdir(PANOPTIC):
     sys.path.insert(1, PANOPTIC)
 
 from detectron2.data import DatasetCatalog  # noqa: E402
-from detectron2.engine import default_argument_parser, launch  # noqa: E402
-from torch.multiprocessing import ProcessExitedException  # noqa: E402
 
 from rein_d2 import load_config  # noqa: E402
 from rein_d2.utils.cli import UserError  # noqa: E402
@@ -83,9 +81,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
-    try:
-        launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-               dist_url=args.dist_url, args=(args,))
-    except ProcessExitedException as e:  # a worker process stopped; it printed why
-        sys.exit(e.exit_code or 1)
+    tools_train_net.run(main)

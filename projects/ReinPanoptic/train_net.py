@@ -15,10 +15,6 @@ The flags (--resume, --eval-only, --num-gpus) are tools/train_net.py's.
 """
 import importlib.util
 import os
-import sys
-
-from detectron2.engine import default_argument_parser, launch
-from torch.multiprocessing import ProcessExitedException
 
 import rein_panoptic  # noqa: F401  (registers the panoptic and instance datasets)
 
@@ -42,9 +38,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
-    try:
-        launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-               dist_url=args.dist_url, args=(args,))
-    except ProcessExitedException as e:  # a worker process stopped; it printed why
-        sys.exit(e.exit_code or 1)
+    _train_net.run(main)
