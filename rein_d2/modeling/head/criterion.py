@@ -99,8 +99,6 @@ class SetCriterion(nn.Module):
                 targets: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
         """targets: per image {"labels": [G], "masks": [G, H, W]}."""
         losses, self.last_matches = {}, []
-        # every prediction samples the same masks: convert them to float once, not per layer
-        targets = [dict(t, masks=t["masks"].float()) for t in targets]
         n = len(cls_list)
         for i, (cls, masks) in enumerate(zip(cls_list, mask_list)):
             suffix = "" if i == n - 1 else f"d{i}."
