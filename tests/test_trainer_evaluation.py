@@ -13,7 +13,7 @@ from detectron2.modeling import build_model
 
 from rein_d2.data.samplers import ResumableRepeatFactorSampler
 from rein_d2.engine import ReinTrainer
-from rein_d2.evaluation import EVALUATORS, ThingCOCOEvaluator, build_evaluator
+from rein_d2.evaluation import EVALUATORS, InProcessPanopticEvaluator, ThingCOCOEvaluator, build_evaluator
 from test_instance_panoptic import instance_dataset, make_cfg, panoptic_dataset  # noqa: F401
 from test_training import dataset, make_cfg as semantic_cfg  # noqa: F401
 
@@ -44,7 +44,7 @@ def test_evaluators_come_from_one_table_by_evaluator_type(instance_dataset, pano
     MetadataCatalog.get(with_json).set(**meta, json_file=MetadataCatalog.get(instance_dataset).json_file)
     both = build_evaluator(cfg, with_json, str(tmp_path))
     assert isinstance(both, DatasetEvaluators)
-    assert [type(e) for e in both._evaluators] == [COCOPanopticEvaluator, ThingCOCOEvaluator]
+    assert [type(e) for e in both._evaluators] == [InProcessPanopticEvaluator, ThingCOCOEvaluator]
     assert {"sem_seg", "coco", "coco_panoptic_seg", "cityscapes_panoptic_seg", "cityscapes_instance",
             "cityscapes_sem_seg"} <= set(EVALUATORS)
     odd = f"odd_{uuid.uuid4().hex[:6]}"

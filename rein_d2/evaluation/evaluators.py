@@ -1,5 +1,6 @@
 """detectron2's evaluators and test loaders chosen by a dataset's ``evaluator_type``, as
 DefaultTrainer.build_evaluator / build_test_loader expect. One table, one entry per kind."""
+import contextlib
 import logging
 from typing import Callable, Dict, List, Optional
 
@@ -12,8 +13,8 @@ from detectron2.evaluation import (CityscapesInstanceEvaluator, CityscapesSemSeg
 
 from .semantic import semantic_evaluator, semantic_test_loader
 
-__all__ = ["EVALUATORS", "INSTANCE_KINDS", "PANOPTIC_KINDS", "ThingCOCOEvaluator",
-           "build_evaluator", "build_test_loader"]
+__all__ = ["EVALUATORS", "INSTANCE_KINDS", "PANOPTIC_KINDS", "InProcessPanopticEvaluator",
+           "ThingCOCOEvaluator", "build_evaluator", "build_test_loader"]
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +22,33 @@ logger = logging.getLogger(__name__)
 # instance datasets (records with annotations): the DG evaluation scores them with EVALUATORS.
 PANOPTIC_KINDS = ("coco_panoptic_seg", "cityscapes_panoptic_seg")
 INSTANCE_KINDS = ("coco", "cityscapes_instance")
+
+
+class InProcessPanopticEvaluator(COCOPanopticEvaluator):
+    """COCOPanopticEvaluator whose PQ is computed in this process. panopticapi forks a Pool from
+    the evaluating process, which runs torch's threads: a forked worker can then deadlock on a
+    lock some thread held (seen here at the pool's teardown). Its one-process path sums the
+    same per-image statistics, so PQ is unchanged."""
+
+    def evaluate(self):
+        with self._single_process_pq():
+            return super().evaluate()
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _single_process_pq():
+        try:
+            import panopticapi.evaluation as pq
+        except ImportError:  # detectron2 names the missing package itself
+            yield
+            return
+        multi = pq.pq_compute_multi_core
+        pq.pq_compute_multi_core = lambda annotations, gt, pred, categories: pq.pq_compute_single_core(
+            0, annotations, gt, pred, categories)
+        try:
+            yield
+        finally:
+            pq.pq_compute_multi_core = multi
 
 
 class ThingCOCOEvaluator(COCOEvaluator):
@@ -74,7 +102,7 @@ def _panoptic(cfg, name: str, output_dir: Optional[str]) -> List[DatasetEvaluato
     meta = MetadataCatalog.get(name)
     evaluators = []
     if test.PANOPTIC_ON:
-        evaluators.append(COCOPanopticEvaluator(name, output_dir))
+        evaluators.append(InProcessPanopticEvaluator(name, output_dir))
     if test.INSTANCE_ON:
         if meta.get("json_file", None):
             evaluators.append(ThingCOCOEvaluator(name, output_dir))

@@ -8,11 +8,12 @@ import os
 import pytest
 import torch
 from detectron2.data import MetadataCatalog
-from detectron2.evaluation import (CityscapesInstanceEvaluator, COCOPanopticEvaluator,
-                                   DatasetEvaluators, SemSegEvaluator)
+from detectron2.evaluation import (CityscapesInstanceEvaluator, DatasetEvaluators,
+                                   SemSegEvaluator)
 
 from panoptic_testing import CLASSES, LAYOUTS, SMALL_INPUT, GroundTruthModel, load_cfg, write_panoptic_dataset
-from rein_d2.evaluation import ThingCOCOEvaluator, build_evaluator, evaluate_domain_generalization
+from rein_d2.evaluation import (InProcessPanopticEvaluator, ThingCOCOEvaluator, build_evaluator,
+                                evaluate_domain_generalization)
 
 pytest.importorskip("panopticapi", reason="COCOPanopticEvaluator needs panopticapi")
 
@@ -107,10 +108,10 @@ def test_panoptic_and_instance_targets_are_not_mixed(targets):
 def test_evaluators_follow_the_test_flags_and_the_dataset_kind(targets, tmp_path):
     (a, _), _ = targets
     evaluator = build_evaluator(panoptic_cfg(), a, str(tmp_path))
-    assert [type(e) for e in evaluator._evaluators] == [COCOPanopticEvaluator, ThingCOCOEvaluator,
+    assert [type(e) for e in evaluator._evaluators] == [InProcessPanopticEvaluator, ThingCOCOEvaluator,
                                                        SemSegEvaluator]
     only_pq = panoptic_cfg("MODEL.MASK2FORMER.TEST.SEMANTIC_ON", False, "MODEL.MASK2FORMER.TEST.INSTANCE_ON", False)
-    assert type(build_evaluator(only_pq, a, str(tmp_path))) is COCOPanopticEvaluator
+    assert type(build_evaluator(only_pq, a, str(tmp_path))) is InProcessPanopticEvaluator
     # detectron2's Cityscapes panoptic datasets have no instances json: cityscapesscripts' AP
     cityscapes_like = f"{a}_cityscapes"
     meta = {k: v for k, v in MetadataCatalog.get(a).as_dict().items() if k not in ("name", "json_file")}
@@ -118,7 +119,7 @@ def test_evaluators_follow_the_test_flags_and_the_dataset_kind(targets, tmp_path
                                                     gt_dir=str(tmp_path)))
     evaluator = build_evaluator(panoptic_cfg("MODEL.MASK2FORMER.TEST.SEMANTIC_ON", False), cityscapes_like)
     assert isinstance(evaluator, DatasetEvaluators)
-    assert [type(e) for e in evaluator._evaluators] == [COCOPanopticEvaluator, CityscapesInstanceEvaluator]
+    assert [type(e) for e in evaluator._evaluators] == [InProcessPanopticEvaluator, CityscapesInstanceEvaluator]
     nothing = panoptic_cfg("MODEL.MASK2FORMER.TEST.SEMANTIC_ON", False, "MODEL.MASK2FORMER.TEST.INSTANCE_ON",
                            False, "MODEL.MASK2FORMER.TEST.PANOPTIC_ON", False)
     with pytest.raises(ValueError, match="PANOPTIC_ON.*INSTANCE_ON.*SEMANTIC_ON"):
