@@ -6,7 +6,9 @@ from detectron2.modeling import build_model
 from rein_d2 import add_rein_config
 from conftest import config_path
 
-MINI = [
+# The miniature architecture (a 4-block, 64-wide ViT; a 3-layer, 32-wide head with 10 linked
+# queries), shared with the projects' tests.
+MINI_ARCH = [
     "MODEL.VIT.SIZE", "small", "MODEL.VIT.EMBED_DIM", 64, "MODEL.VIT.DEPTH", 4,
     "MODEL.VIT.NUM_HEADS", 2, "MODEL.VIT.IMG_SIZE", 64,
     "MODEL.REIN.TOKEN_LENGTH", 10, "MODEL.REIN.LORA_DIM", 4, "MODEL.REIN.QUERY_DIM", 32,
@@ -14,6 +16,8 @@ MINI = [
     "MODEL.MASK2FORMER.NHEADS", 4, "MODEL.MASK2FORMER.DEC_LAYERS", 3,
     "MODEL.MASK2FORMER.DIM_FEEDFORWARD", 64, "MODEL.MASK2FORMER.ENC_LAYERS", 1,
     "MODEL.MASK2FORMER.ENC_DIM_FEEDFORWARD", 64, "MODEL.MASK2FORMER.TRAIN_NUM_POINTS", 256,
+]
+MINI = MINI_ARCH + [
     "MODEL.SEM_SEG_HEAD.NUM_CLASSES", 3, "MODEL.DEVICE", "cpu",
     "MODEL.MASK2FORMER.TEST.MODE", "whole",  # the configs' sliding windows are for 512 crops
     "MODEL.ALLOW_RANDOM_WEIGHTS", True,  # no pretrained VFM offline

@@ -17,24 +17,16 @@ from PIL import Image
 
 from rein_d2 import load_config
 from rein_d2.data.dataset_mappers.panoptic import rgb2id
+from test_meta_arch import MINI_ARCH  # tests/ is on the path (pytest.ini)
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(PROJECT, "configs")
 SETTINGS = ["cityscapes/panoptic_rein_dinov2_l.yaml", "cityscapes/instance_rein_dinov2_l.yaml",
             "synthia/panoptic_rein_dinov2_l.yaml", "synthia/instance_rein_dinov2_l.yaml"]
 
-# A ViT of 4 blocks, width 64, and a 3-layer decoder of width 32 with 10 linked queries: the
-# configs' structure at a size that trains on a CPU in a fraction of a second per step.
-MINI = [
-    "MODEL.VIT.SIZE", "small", "MODEL.VIT.EMBED_DIM", 64, "MODEL.VIT.DEPTH", 4,
-    "MODEL.VIT.NUM_HEADS", 2, "MODEL.VIT.IMG_SIZE", 64,
-    "MODEL.REIN.TOKEN_LENGTH", 10, "MODEL.REIN.LORA_DIM", 4, "MODEL.REIN.QUERY_DIM", 32,
-    "MODEL.MASK2FORMER.HIDDEN_DIM", 32, "MODEL.MASK2FORMER.NUM_QUERIES", 10,
-    "MODEL.MASK2FORMER.NHEADS", 4, "MODEL.MASK2FORMER.DEC_LAYERS", 3,
-    "MODEL.MASK2FORMER.DIM_FEEDFORWARD", 64, "MODEL.MASK2FORMER.ENC_LAYERS", 1,
-    "MODEL.MASK2FORMER.ENC_DIM_FEEDFORWARD", 64, "MODEL.MASK2FORMER.TRAIN_NUM_POINTS", 256,
-    "MODEL.ALLOW_RANDOM_WEIGHTS", True,  # no pretrained VFM offline
-]
+# rein_d2's miniature architecture (tests/test_meta_arch.py): the configs' structure at a size
+# that trains on a CPU in a fraction of a second per step.
+MINI = MINI_ARCH + ["MODEL.ALLOW_RANDOM_WEIGHTS", True]  # no pretrained VFM offline
 # 64x96 frames as they are: no resize, crop or flip in training; evaluated at their size.
 SMALL_INPUT = ["INPUT.MIN_SIZE_TRAIN", (64,), "INPUT.MAX_SIZE_TRAIN", 128, "INPUT.CROP.ENABLED", False,
                "INPUT.RANDOM_FLIP", "none", "INPUT.MIN_SIZE_TEST", 64, "INPUT.MAX_SIZE_TEST", 128,
