@@ -81,6 +81,6 @@ def test_baseline_measures_a_worktree_of_the_revision_side_by_side(tmp_path, mon
     assert cur["rein_d2"] == REPO
     text = (tmp_path / "cpu_profile.md").read_text()
     assert "| frozen backbone | time |" in text and "x |" in text
-    assert "losses differ by at most 0.0e+00, the" in text and "gradients by at most 0.0e+00" in text
+    assert "layer) differ by at most 0.0e+00" in text and "them by at most 0.0e+00" in text
     listed = subprocess.run(["git", "-C", REPO, "worktree", "list"], capture_output=True, text=True).stdout
     assert base["rein_d2"] not in listed and not os.path.exists(base["rein_d2"])
