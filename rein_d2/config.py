@@ -127,8 +127,8 @@ def add_rein_config(cfg: CN) -> CN:
     cfg.MODEL.MASK2FORMER.ENC_DIM_FEEDFORWARD = 1024
     cfg.MODEL.MASK2FORMER.ENC_POINTS = 4
     # Sample the encoder's deformable attention again in backward instead of keeping the samples
-    # (the pixel decoder's largest activations), as the CUDA kernel does: the PyTorch path's
-    # head then trains in about 0.76x the memory for about 1.07x the time (docs/benchmarks).
+    # (the pixel decoder's largest activations), as the CUDA kernel does: less training memory
+    # for a little more time (docs/benchmarks/cpu_profile.md).
     cfg.MODEL.MASK2FORMER.ENC_RECOMPUTE_SAMPLING = True
     # Loss weights (also the Hungarian matching costs) and the no-object class weight.
     cfg.MODEL.MASK2FORMER.CLASS_WEIGHT = 2.0
