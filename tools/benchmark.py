@@ -29,6 +29,7 @@ import tempfile
 import time
 
 import torch
+import benchmark_profile as bp
 from benchmark_profile import rss as _rss, sync as _sync
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -182,21 +183,18 @@ def measure_export(size, runs, device, image_hw=(512, 1024)):
 
 def measure_profile(size, batch, crop, device, repeats):
     """Per-component time and memory of one Rein training step (benchmark_profile.py)."""
-    import benchmark_profile
-    return benchmark_profile.profile_step(_model(size, "Rein", device), _batch(batch, crop), device, repeats)
+    return bp.profile_step(_model(size, "Rein", device), _batch(batch, crop), device, repeats)
 
 
 def measure_head(size, batch, crop, device, repeats):
     """The head alone (pixel decoder, query decoder, matcher, losses), forward + backward."""
-    import benchmark_profile
-    return benchmark_profile.head_step(_model(size, "Rein", device), _batch(batch, crop), device, repeats)
+    return bp.head_step(_model(size, "Rein", device), _batch(batch, crop), device, repeats)
 
 
 def measure_backbone(size, method, batch, crop, device, repeats):
     """The backbone alone, forward + backward: Rein's to its tokens, the frozen network's to
     its input."""
-    import benchmark_profile
-    return benchmark_profile.backbone_step(_model(size, method, device), _batch(batch, crop), device, repeats)
+    return bp.backbone_step(_model(size, method, device), _batch(batch, crop), device, repeats)
 
 
 def measure_numerics(size, batch, crop, device, out_path):
@@ -371,6 +369,15 @@ def plot(results, path):
     plt.close(fig)
 
 
+def _hw(text):
+    """An image size "HxW" -> (H, W)."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an image size HxW, e.g. 1024x2048") from None
+    return h, w
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", nargs="+", default=["small", "large"], choices=sorted(CONFIGS))
@@ -401,7 +408,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats of --profile / --baseline rows")
     parser.add_argument("--scaling-crops", nargs="+", type=int, default=[512, 768, 1024])
     parser.add_argument("--scaling-batches", nargs="+", type=int, default=[1, 2, 4])
-    parser.add_argument("--scaling-images", nargs="+", default=["512x1024", "768x1536", "1024x2048"])
+    parser.add_argument("--scaling-images", nargs="+", type=_hw, default=[(512, 1024), (768, 1536), (1024, 2048)],
+                        metavar="HxW")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.large_batch is None:
@@ -490,17 +498,14 @@ def analysis_rows(args):
                      for c in args.scaling_crops]
             rows += [(("scaling", "batch"), b, measure_training, (size, "Rein", b, args.crop, args.steps, args.warmup, args.device))
                      for b in args.scaling_batches]
-            images = [tuple(int(v) for v in s.split("x")) for s in args.scaling_images]
             rows += [(("scaling", "image"), hw, measure_inference, (size, "whole", args.inference_runs, args.device, hw))
-                     for hw in images]
+                     for hw in args.scaling_images]
     return rows
 
 
 def analysis(args):
     """--profile / --scaling / --baseline: run the rows (on REV too, alternating), write
     <output>/<device>_profile.{md,json} and its plots."""
-    import benchmark_profile as bp
-
     start = time.time()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped (SIGTERM)"))  # still remove the worktree
     base_repo = _worktree(args.baseline) if args.baseline else None
