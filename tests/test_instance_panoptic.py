@@ -12,7 +12,7 @@ import torch
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances, register_coco_panoptic
-from detectron2.evaluation import COCOEvaluator, COCOPanopticEvaluator, inference_on_dataset
+from detectron2.evaluation import COCOEvaluator, inference_on_dataset
 from detectron2.modeling import build_model
 from detectron2.structures import Instances
 from PIL import Image
@@ -21,6 +21,7 @@ from rein_d2 import add_rein_config
 from rein_d2.data.dataset_mappers import build_test_mapper, build_train_mapper
 from rein_d2.data.dataset_mappers.instance import InstanceDatasetMapper
 from rein_d2.data.dataset_mappers.panoptic import PanopticDatasetMapper
+from rein_d2.evaluation import InProcessPanopticEvaluator  # panopticapi's forked Pool can deadlock
 from rein_d2.modeling.head import instance_inference, panoptic_inference
 from conftest import config_path
 from test_meta_arch import MINI
@@ -357,7 +358,7 @@ def test_panoptic_evaluation(panoptic_dataset, tmp_path):
     seg, info = out["panoptic_seg"]
     assert seg.shape == (H, W) and len(info) > 0
     assert sorted(s["id"] for s in info) == sorted(set(seg.unique().tolist()) - {0})
-    evaluator = COCOPanopticEvaluator(panoptic_dataset, output_dir=str(tmp_path))
+    evaluator = InProcessPanopticEvaluator(panoptic_dataset, output_dir=str(tmp_path))
     res = inference_on_dataset(model, data, evaluator)["panoptic_seg"]
     for k in ("PQ", "SQ", "RQ", "PQ_th", "PQ_st"):
         assert math.isfinite(res[k]), (k, res)
@@ -367,7 +368,7 @@ def test_panoptic_evaluation_of_a_perfect_prediction(panoptic_dataset, tmp_path)
     pytest.importorskip("panopticapi", reason="COCOPanopticEvaluator needs panopticapi")
     gt_mapper = PanopticDatasetMapper(is_train=True, augmentations=[], image_format="RGB",
                                       num_classes=3)
-    evaluator = COCOPanopticEvaluator(panoptic_dataset, output_dir=str(tmp_path))
+    evaluator = InProcessPanopticEvaluator(panoptic_dataset, output_dir=str(tmp_path))
     evaluator.reset()
     for d in DatasetCatalog.get(panoptic_dataset):
         gt = gt_mapper(d)["instances"]
