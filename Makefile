@@ -18,7 +18,7 @@ $(STAMP): setup.py tools/install_detectron2.sh constraints.txt
 	$(PY) -m pip install --upgrade "pip>=23"
 	$(PY) -m pip install torch==2.14.1 torchvision==0.29.1
 	PYTHON=$(PY) bash tools/install_detectron2.sh
-	$(PY) -m pip install numpy opencv-python-headless "timm>=1.0.9" scipy pytest \
+	$(PY) -m pip install numpy opencv-python-headless "timm>=1.0.9" scipy pytest pytest-timeout \
 	  "pycocotools>=2.0.2" fvcore cityscapesscripts onnx onnxruntime onnxscript
 	# COCO panoptic PQ for detectron2's COCOPanopticEvaluator (the official package is not on
 	# PyPI; this is its repackaging; its plotting dependencies are not needed for evaluation).

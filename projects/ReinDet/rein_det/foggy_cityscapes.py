@@ -2,21 +2,22 @@
 
 Its images are Cityscapes frames with synthetic fog at three densities (attenuation beta 0.005,
 0.01, 0.02), in the official archive ``leftImg8bit_trainvaltest_foggy.zip``; the annotations
-are Cityscapes' own ``gtFine``. detectron2's Cityscapes loader reads the frames and their
-instance-id PNGs (exact masks, RLE; no shapely needed), then each record's file name is mapped
-to the foggy image of the beta. Registered (lazily: nothing is read until the loader runs):
+are Cityscapes' own ``gtFine``. detectron2's per-frame Cityscapes conversion reads the frames
+and their instance-id PNGs (exact masks, RLE; no shapely needed), then each record's file name
+is mapped to the foggy image of the beta. Registered (lazily: nothing is read until the loader runs):
 ``foggy_cityscapes_{0.02,0.01,0.005}_instance_{train,val}``.
 """
 import functools
 import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets.cityscapes import load_cityscapes_instances
+from cityscapesscripts.helpers.labels import labels as CITYSCAPES_LABELS
+from detectron2.data.datasets.cityscapes import _cityscapes_files_to_dict, _get_cityscapes_files
 
-from rein_d2.data.datasets.common import _missing_root_error, datasets_root
+from rein_d2.data.datasets.common import _missing_root_error, datasets_root, parallel_imap
 
-__all__ = ["FOGGY_BETAS", "FOGGY_LAYOUT", "foggy_file_name", "load_foggy_cityscapes_instances",
-           "register_foggy_cityscapes"]
+__all__ = ["FOGGY_BETAS", "FOGGY_LAYOUT", "foggy_file_name", "load_cityscapes_instance_pngs",
+           "load_foggy_cityscapes_instances", "register_foggy_cityscapes"]
 
 FOGGY_BETAS = ("0.02", "0.01", "0.005")  # densest first, as the literature reports them
 SPLITS = ("train", "val")  # the test split's gtFine holds no instances
@@ -28,6 +29,24 @@ cityscapes/gtFine/{train,val}/<city>/<stem>_gtFine_{instanceIds.png,labelIds.png
 from cityscapes-dataset.com, each extracted into cityscapes/)"""
 CHECK_SCRIPT = "projects/ReinDet/check_foggy_cityscapes.py"
 _CLEAR_SUFFIX = "_leftImg8bit.png"
+# Cityscapes label id -> contiguous thing id (detectron2's order: the 8 instance classes).
+_THING_IDS = {l.id: i for i, l in enumerate(l for l in CITYSCAPES_LABELS if l.hasInstances and not l.ignoreInEval)}
+_PARALLEL_FROM = 64  # frames; fewer convert faster in-process than spawned workers start
+
+
+def load_cityscapes_instance_pngs(image_dir: str, gt_dir: str):
+    """detectron2 instance records (RLE masks) of a Cityscapes split from its instance-id PNGs.
+    detectron2's ``load_cityscapes_instances`` forks a Pool from this process, whose torch and
+    OpenCV threads can leave a forked worker deadlocked (it hung a CI run); this converts each
+    frame with detectron2's own function, in spawned workers when there are many."""
+    files = _get_cityscapes_files(image_dir, gt_dir)
+    workers = min(8, os.cpu_count() or 1) if len(files) >= _PARALLEL_FROM else 1
+    convert = functools.partial(_cityscapes_files_to_dict, from_json=False, to_polygons=False)
+    records = list(parallel_imap(files, convert, workers, f"cityscapes instances {gt_dir}"))
+    for r in records:
+        for anno in r["annotations"]:
+            anno["category_id"] = _THING_IDS[anno["category_id"]]
+    return records
 
 
 def foggy_file_name(clear_file: str, clear_dir: str, foggy_dir: str, beta: str) -> str:
@@ -45,7 +64,7 @@ def load_foggy_cityscapes_instances(name: str, split: str, beta: str):
         if not os.path.isdir(d):
             raise _missing_root_error(name, d, FOGGY_LAYOUT, CHECK_SCRIPT)
     # From the instance-id PNGs: exact masks, as the Cityscapes benchmark scores them.
-    records = load_cityscapes_instances(clear_dir, gt_dir, from_json=False, to_polygons=False)
+    records = load_cityscapes_instance_pngs(clear_dir, gt_dir)
     missing = []
     for r in records:
         r["file_name"] = foggy_file_name(r["file_name"], clear_dir, foggy_dir, beta)

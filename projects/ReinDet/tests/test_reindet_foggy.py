@@ -102,6 +102,25 @@ def test_records_per_beta_match_the_annotations_pixel_by_pixel(foggy_root, monke
                 assert np.array_equal(mask_util.decode(a["segmentation"]).astype(bool), mask)
 
 
+def test_many_frames_convert_in_spawned_workers_to_the_same_records(foggy_root, monkeypatch):
+    """Past _PARALLEL_FROM frames the conversion runs in spawned (never forked) workers: same
+    records, in the same order, as in-process."""
+    import rein_det.foggy_cityscapes as foggy
+
+    split = [str(foggy_root / f"cityscapes/{d}/val") for d in ("leftImg8bit", "gtFine")]
+    alone = foggy.load_cityscapes_instance_pngs(*split)
+    monkeypatch.setattr(foggy, "_PARALLEL_FROM", 1)
+    spawned = []
+    real = foggy.parallel_imap
+    monkeypatch.setattr(foggy, "parallel_imap", lambda *a: spawned.append(a[2]) or real(*a))
+    pooled = foggy.load_cityscapes_instance_pngs(*split)
+    assert spawned and spawned[0] > 1 or (os.cpu_count() or 1) == 1
+    assert [r["file_name"] for r in pooled] == [r["file_name"] for r in alone]
+    for p, a in zip(pooled, alone):
+        assert [(x["category_id"], x["iscrowd"], x["bbox"], x["segmentation"]["counts"]) for x in p["annotations"]] \
+            == [(x["category_id"], x["iscrowd"], x["bbox"], x["segmentation"]["counts"]) for x in a["annotations"]]
+
+
 def test_missing_root_and_missing_foggy_images_are_named(foggy_root, tmp_path, monkeypatch):
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "nowhere"))
     with pytest.raises(FileNotFoundError) as e:

@@ -1,5 +1,6 @@
 """Shared pieces of rein_d2's semantic datasets: class tables, lazy registration and the
 label-conversion helpers the ``datasets/prepare_<name>.py`` scripts use."""
+import multiprocessing as mp
 import os
 from concurrent.futures import ProcessPoolExecutor
 
@@ -191,7 +192,7 @@ def _check_one(job):
     _named(fn, src)
 
 
-def _imap(jobs, worker, workers, desc):
+def parallel_imap(jobs, worker, workers, desc):
     """worker(job) for every job, in order, in-process or in `workers` processes."""
     from tqdm import tqdm
 
@@ -199,12 +200,14 @@ def _imap(jobs, worker, workers, desc):
         for j in tqdm(jobs, desc=desc):
             yield worker(j)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # Spawned, not forked: a worker forked from a process whose torch, OpenCV or tqdm threads
+    # hold a lock at that moment can wait on it forever (it hung a CI run for 80 minutes).
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
         yield from tqdm(pool.map(worker, jobs, chunksize=16), total=len(jobs), desc=desc)
 
 
 def _run(jobs, worker, workers, desc):
-    for _ in _imap(jobs, worker, workers, desc):
+    for _ in parallel_imap(jobs, worker, workers, desc):
         pass
 
 
@@ -286,7 +289,7 @@ def check_images(name, root, spec, workers=1):
     todo = [f for f in files if record.get(rel[f]) != stamps[f]]
     bad = []
     try:
-        for i, problem in enumerate(_imap(todo, image_problem, workers, f"{name} images")):
+        for i, problem in enumerate(parallel_imap(todo, image_problem, workers, f"{name} images")):
             f = todo[i]
             if problem is None:
                 record[rel[f]] = stamps[f]

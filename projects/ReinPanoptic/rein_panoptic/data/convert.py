@@ -21,7 +21,7 @@ import pycocotools.mask as mask_util
 from panopticapi.utils import id2rgb, rgb2id
 from scipy import ndimage
 
-from rein_d2.data.datasets.common import _imap, read_label, write_png_atomic
+from rein_d2.data.datasets.common import parallel_imap, read_label, write_png_atomic
 
 from .classes import (CLASSES, IGNORE_LABEL, LABELID_TO_TRAINID, THING_TRAIN_IDS,
                       TRAINID_TO_LABELID, coco_categories)
@@ -142,7 +142,7 @@ def convert_split(items, panoptic_json, instances_json, workers=1, desc="panopti
     jobs = [(it["reader"], it["srcs"], it["pan_dst"], it["sem_dst"]) for it in items]
     todo = sum(1 for r, s, p, m in jobs if r is not None and not (fresh(p, *s) and fresh(m, *s)))
     images, annotations, instances = [], [], []
-    for it, (shape, segments, things) in zip(items, _imap(jobs, _convert_one, workers, desc)):
+    for it, (shape, segments, things) in zip(items, parallel_imap(jobs, _convert_one, workers, desc)):
         images.append({"id": it["image_id"], "file_name": it["file_name"],
                        "height": int(shape[0]), "width": int(shape[1])})
         annotations.append({"image_id": it["image_id"], "file_name": it["pan_file"],
