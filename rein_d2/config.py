@@ -43,7 +43,8 @@ def load_config(config_file: str, opts=(), add_config=()) -> CN:
 _CHOICES = {"SOLVER.AMP.PRECISION": ("float16", "bfloat16"),
             "MODEL.VIT.NECK": ("resize", "deconv"),
             "MODEL.MASK2FORMER.TEST.MODE": ("whole", "slide"),
-            "MODEL.MASK2FORMER.TEST.AUTOCAST": ("", "bfloat16", "float16")}
+            "MODEL.MASK2FORMER.TEST.AUTOCAST": ("", "bfloat16", "float16"),
+            "MODEL.COMPILE": ("", "default", "reduce-overhead", "max-autotune")}
 
 
 def check_config(cfg: CN) -> None:
@@ -161,6 +162,9 @@ def add_rein_config(cfg: CN) -> CN:
     # Inference network under autocast: "" (float32, the reference's numbers), "bfloat16" (CPU
     # or CUDA) or "float16" (CUDA); class and mask logits return to float32 before post-processing.
     cfg.MODEL.MASK2FORMER.TEST.AUTOCAST = ""
+    # torch.compile mode of the backbone, pixel decoder and query decoder ("" = eager; "default",
+    # "reduce-overhead", "max-autotune"): same weights and keys; slower on this CPU (README).
+    cfg.MODEL.COMPILE = ""
 
     # Semantic training augmentation (docs/method.md section 5); the short-side choices, crop and
     # flip use detectron2's INPUT.MIN_SIZE_TRAIN / MAX_SIZE_TRAIN / CROP / RANDOM_FLIP keys.

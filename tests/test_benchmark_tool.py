@@ -84,3 +84,19 @@ def test_baseline_measures_a_worktree_of_the_revision_side_by_side(tmp_path, mon
     assert "layer) differ by at most 0.0e+00" in text and "them by at most 0.0e+00" in text
     listed = subprocess.run(["git", "-C", REPO, "worktree", "list"], capture_output=True, text=True).stdout
     assert base["rein_d2"] not in listed and not os.path.exists(base["rein_d2"])
+
+
+def _compile_probe(size):
+    """A row that reports the MODEL.COMPILE its process's models would get."""
+    mode = benchmark._cfg(size, "Rein", "cpu").MODEL.COMPILE
+    return {"step_s": 0.5 if mode else 1.0, "mode": mode}
+
+
+def test_compile_rows_run_eager_and_compiled_in_separate_processes(tmp_path, monkeypatch):
+    monkeypatch.setattr(benchmark, "analysis_rows", lambda args: [("compile", "probe", _compile_probe, ("small",))])
+    (_, _, row), = benchmark.main(["--sizes", "small", "--compile", "max-autotune", "--device", "cpu",
+                                   "--output", str(tmp_path)])
+    assert row["eager"]["mode"] == "" and row["current"]["mode"] == "max-autotune"
+    text = (tmp_path / "cpu_profile.md").read_text()
+    assert "| row | measure | eager | compiled | ratio |" in text
+    assert "| probe | time | 1.00 s | 0.50 s | 0.50x |" in text

@@ -1,4 +1,5 @@
 """ReinMask2Former end to end on a miniature configuration (semantic segmentation)."""
+import pytest
 import torch
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
@@ -108,3 +109,41 @@ def test_bfloat16_autocast_inference_stays_close_to_float32():
     assert b.dtype == torch.float32 and b.shape == a.shape
     diff = (a - b).abs().max().item()
     assert 0 < diff < 0.05 * a.abs().max().item()  # bfloat16 did run, and stayed close
+
+
+def test_compiled_model_keeps_its_keys_and_computes_the_eager_numbers(monkeypatch):
+    """MODEL.COMPILE: backbone, pixel decoder and query decoder go through torch.compile (traced
+    with aot_eager here, inductor's code generation being minutes on CPU) in place: the same
+    state-dict keys, so eager checkpoints load, and the eager model's losses, gradients and
+    inference scores."""
+    import rein_d2.modeling.meta_arch as meta_arch
+
+    monkeypatch.setattr(meta_arch, "COMPILE_BACKEND", "aot_eager")
+    torch.manual_seed(0)
+    eager = mini_model().train()
+    compiled = mini_model("MODEL.COMPILE", "default").train()
+    assert list(compiled.state_dict()) == list(eager.state_dict())
+    compiled.load_state_dict(eager.state_dict())
+    assert compiled.pixel_decoder._compiled_call_impl is not None and eager.pixel_decoder._compiled_call_impl is None
+    x = [sample(), sample()]
+    for model in (eager, compiled):
+        torch.manual_seed(1)  # the criterion's point sampling
+        loss = sum(model(x).values())
+        loss.backward()
+        model.loss = loss.item()
+    assert compiled.loss == pytest.approx(eager.loss, rel=1e-5)
+    for (name, a), b in zip(eager.named_parameters(), compiled.parameters()):
+        if a.grad is not None:
+            torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-5, msg=name)
+    image = sample()
+    with torch.no_grad():
+        a, b = (m.eval()([image])[0]["sem_seg"] for m in (eager, compiled))
+    torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+
+
+def test_compile_mode_is_checked_at_load():
+    from rein_d2 import load_config
+    from rein_d2.utils.cli import UserError
+
+    with pytest.raises(UserError, match="MODEL.COMPILE is 'fast'; expected one of , default"):
+        load_config(config_path("rein_dinov2.yaml"), ["MODEL.COMPILE", "fast"])

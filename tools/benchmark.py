@@ -62,7 +62,9 @@ def _repo():
 def _cfg(size, method, device):
     from rein_d2 import load_config
     opts = [DEPTH[size] // 2 if v == "HALF" else v for v in METHODS[method]]
-    return load_config(os.path.join(_repo(), CONFIGS[size]), opts + ["MODEL.DEVICE", device, "MODEL.WEIGHTS", ""])
+    extra = json.loads(os.environ.get("REIN_D2_BENCH_OPTS", "[]"))  # a row's options (isolated(opts=))
+    return load_config(os.path.join(_repo(), CONFIGS[size]),
+                       opts + ["MODEL.DEVICE", device, "MODEL.WEIGHTS", ""] + extra)
 
 
 def _model(size, method, device, train=True):
@@ -113,6 +115,8 @@ def measure_training(size, method, batch, crop, steps, warmup, device):
         _sync(device)
         if i >= warmup:
             times.append(time.perf_counter() - t)
+        elif i == 0:
+            row["first_s"] = time.perf_counter() - t  # with MODEL.COMPILE: the compilation
     row["step_s"] = statistics.median(times)
     row["peak_mem"] = (torch.cuda.max_memory_allocated() if device == "cuda"
                        else _rss("VmHWM") - base)
@@ -142,9 +146,11 @@ def measure_inference(size, mode, runs, device, image_hw=(1024, 2048), opts=()):
             _sync(device)
             if i:
                 times.append(time.perf_counter() - t)
+            else:
+                first = time.perf_counter() - t
     latency = statistics.median(times)
     windows = len(model.slide_windows(h, w)[0]) if mode == "slide" else 1
-    return {"latency_s": latency, "images_per_s": 1.0 / latency, "windows": windows}
+    return {"latency_s": latency, "images_per_s": 1.0 / latency, "windows": windows, "first_s": first}
 
 
 def measure_export(size, runs, device, image_hw=(512, 1024)):
@@ -233,8 +239,9 @@ def compare_numerics(base, cur):
             "outputs": len(b["outputs"]), "grads": len(gb)}
 
 
-def _child(conn, fn, args, repo=None):
+def _child(conn, fn, args, repo=None, opts=()):
     try:
+        os.environ["REIN_D2_BENCH_OPTS"] = json.dumps(list(opts))
         # the measured checkout's rein_d2 and configs come first (an installed rein_d2 may be
         # another checkout's)
         repo = repo or REPO
@@ -250,12 +257,13 @@ def _child(conn, fn, args, repo=None):
     conn.close()
 
 
-def isolated(fn, *args, repo=None):
+def isolated(fn, *args, repo=None, opts=()):
     """fn(*args) in a fresh process (spawned: clean memory peaks), on the rein_d2 of ``repo``
-    (default: this checkout); its result or error text."""
+    (default: this checkout), with config overrides ``opts`` on every model it builds; its
+    result or error text."""
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(child, fn, args, repo))
+    proc = ctx.Process(target=_child, args=(child, fn, args, repo, opts))
     proc.start()
     child.close()
     try:
@@ -405,6 +413,9 @@ def main(argv=None):
                         help="measure the head, backbone, step and inference rows (and the --profile "
                              "breakdown) on a git worktree of REV too, side by side, with ratios, and "
                              "compare one seeded step's losses and gradients")
+    parser.add_argument("--compile", metavar="MODE", choices=["default", "reduce-overhead", "max-autotune"],
+                        help="measure the head, step and inference rows eager and with MODEL.COMPILE MODE "
+                             "(torch.compile) side by side, with ratios and the first call's time")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats of --profile / --baseline rows")
     parser.add_argument("--scaling-crops", nargs="+", type=int, default=[512, 768, 1024])
     parser.add_argument("--scaling-batches", nargs="+", type=int, default=[1, 2, 4])
@@ -414,7 +425,7 @@ def main(argv=None):
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.large_batch is None:
         args.large_batch = args.batch if args.device == "cuda" else 1
-    if args.profile or args.scaling or args.baseline:
+    if args.profile or args.scaling or args.baseline or args.compile:
         return analysis(args)
 
     start = time.time()
@@ -491,6 +502,13 @@ def analysis_rows(args):
                                               ("MODEL.MASK2FORMER.TEST.AUTOCAST", dtype)))
                          for mode in ("whole", "slide") for dtype in
                          (["bfloat16"] + (["float16"] if args.device == "cuda" else []))]
+        if args.compile:
+            rows += [("compile", f"{tag} head forward + backward, batch {batch}, {args.crop}", measure_head, (size,) + common),
+                     ("compile", f"{tag} training step, batch {batch}", measure_training,
+                      (size, "Rein", batch, args.crop, args.steps, args.warmup, args.device))]
+            if not args.no_inference:
+                rows += [("compile", f"{tag} inference 1024x2048, {mode}", measure_inference,
+                          (size, mode, args.inference_runs, args.device)) for mode in ("whole", "slide")]
         if args.profile:
             rows.append(("profile", tag, measure_profile, (size,) + common))
         if args.scaling:
@@ -517,9 +535,11 @@ def analysis(args):
                 section = "compare"
                 base_ref = next((x for s, l, x in results if s == "compare" and label.startswith(l + ",")), {})
                 r["baseline"] = base_ref.get("baseline", {"error": "not measured"})
+            elif section == "compile":  # eager against compiled, both on this checkout
+                r["eager"] = isolated(fn, *fn_args)
             elif base_repo and not isinstance(section, tuple):  # scaling curves: this checkout only
                 r["baseline"] = isolated(fn, *fn_args, repo=base_repo)
-            r["current"] = isolated(fn, *fn_args)
+            r["current"] = isolated(fn, *fn_args, opts=["MODEL.COMPILE", args.compile] if section == "compile" else ())
             results.append((section, label, r))
             print(f"[{time.time() - start:6.0f} s] {section} / {label}: "
                   + "; ".join(f"{k}: {_brief(v)}" for k, v in r.items()), flush=True)
@@ -547,7 +567,14 @@ def analysis(args):
         lines += [f"## This checkout against `{args.baseline}`", "",
                   "Time: median of the timed repeats. Peak memory: CUDA max allocated, or the "
                   "process's peak RSS growth (head: from just before its first step).", ""]
-        lines += bp.compare_table(compare, args.baseline) + [""]
+        lines += bp.compare_table(compare, f"baseline {args.baseline}" if args.baseline else "") + [""]
+    compiled = {label: {"baseline": r["eager"], "current": r["current"]} for s, label, r in results if s == "compile"}
+    if compiled:
+        lines += [f"## torch.compile (`MODEL.COMPILE {args.compile}`) against eager, this checkout", "",
+                  "Each row twice in fresh processes: eager, then with backbone, pixel decoder and query "
+                  "decoder compiled. Time: median of the timed repeats, after a first call (its own "
+                  "row: it includes the compilation).", ""]
+        lines += bp.compare_table(compiled, "eager", "compiled") + [""]
     if args.baseline:
         n = numerics
         lines += (["Numerics: " + ("failed: " + n["error"] if "error" in n else

@@ -267,7 +267,7 @@ def head_step(model, data, device, repeats: int = 3) -> Dict[str, float]:
     queries = args[2] if len(args) > 2 else kwargs.get("queries")  # (no other kwargs needed)
     targets = recs[2].calls[0][1][2]
     del recs
-    times = []
+    times, first = [], []
     base = _reset_peak(device)
     for i in range(repeats + 1):  # the first run warms up
         f, q = _inputs(feats), _inputs(queries)
@@ -281,11 +281,10 @@ def head_step(model, data, device, repeats: int = 3) -> Dict[str, float]:
         cls, masks = model.predictor(mask_features, memories, q)
         sum(model.criterion(cls, masks, _inputs(targets)).values()).backward()
         sync(device)
-        if i:
-            times.append(time.perf_counter() - t0)
+        (times.append if i else first.append)(time.perf_counter() - t0)  # first: warm-up (compilation)
         model.zero_grad(set_to_none=True)
         del mask_features, memories, cls, masks
-    return {"step_s": statistics.median(times), "peak_mem": _peak(device, base)}
+    return {"step_s": statistics.median(times), "peak_mem": _peak(device, base), "first_s": first[0]}
 
 
 # ---- reports -----------------------------------------------------------------------------
@@ -303,7 +302,7 @@ def _ratio(cur, base):
 
 
 COMPARE_METRICS = {"step_s": ("time", _s), "peak_mem": ("peak memory", _mib),
-                   "latency_s": ("latency", _s)}
+                   "latency_s": ("latency", _s), "first_s": ("first call", _s)}
 # Breakdown rows in the table's order (composites last).
 ORDER = ["backbone: blocks", "backbone: Rein", "backbone: neck", "backbone: rest (embedding)",
          "pixel decoder: deformable attention", "pixel decoder: FFN", "pixel decoder: rest (convs, FPN)",
@@ -314,9 +313,10 @@ TOTALS = ["backbone (whole)", "pixel decoder (whole)", "query decoder (whole)", 
           "head (pixel decoder + query decoder + criterion)", "step"]
 
 
-def compare_table(rows, baseline):
-    """rows: label -> {"current": result, "baseline": result}."""
-    head = "| row | measure | " + (f"baseline {baseline} | this checkout | ratio |" if baseline else "this checkout |")
+def compare_table(rows, baseline="", current="this checkout"):
+    """rows: label -> {"current": result, "baseline": result}; ``baseline`` and ``current`` head
+    the two columns ("" baseline: the current column alone)."""
+    head = "| row | measure | " + (f"{baseline} | {current} | ratio |" if baseline else f"{current} |")
     lines = [head, "|---|---|" + ("---:|---:|---:|" if baseline else "---:|")]
     for label, r in rows.items():
         cur, base = r["current"], r.get("baseline")
@@ -325,7 +325,7 @@ def compare_table(rows, baseline):
                 continue
             c = "failed: " + cur["error"] if "error" in cur else fmt(cur[key])
             if baseline:
-                b = "failed: " + base["error"] if "error" in base else fmt(base.get(key))
+                b = "failed: " + base["error"] if "error" in base else fmt(base[key]) if key in base else "-"
                 ratio = _ratio(cur[key], base[key]) if key in cur and key in base else "-"
                 lines.append(f"| {label} | {name} | {b} | {c} | {ratio} |")
             else:

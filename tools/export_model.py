@@ -53,7 +53,8 @@ def run_onnx(path: str, image: torch.Tensor) -> np.ndarray:
 @exit_on_user_error
 def main(argv=None) -> int:
     args = parse_args(argv)
-    cfg = load_config(args.config_file, args.opts + ["MODEL.DEVICE", "cpu"])
+    # eager modules: the exporters trace the model themselves
+    cfg = load_config(args.config_file, args.opts + ["MODEL.DEVICE", "cpu", "MODEL.COMPILE", ""])
     model = build_model(cfg).eval()
     load_model_weights(cfg, model)  # MODEL.WEIGHTS (+ MODEL.TRAINED_WEIGHTS); all or refused
     module = SemanticExport(model, "labels" if args.labels else "logits", args.mode)

@@ -19,6 +19,8 @@ from .head import (MSDeformAttnPixelDecoder, QueryDecoder, SetCriterion, instanc
 
 __all__ = ["ReinMask2Former"]
 
+COMPILE_BACKEND = "inductor"  # torch.compile's backend for MODEL.COMPILE (tests trace with aot_eager)
+
 
 @META_ARCH_REGISTRY.register()
 class ReinMask2Former(nn.Module):
@@ -30,7 +32,7 @@ class ReinMask2Former(nn.Module):
                  object_mask_threshold: float = 0.8, overlap_threshold: float = 0.8,
                  test_topk: int = 100, metadata=None, test_mode: str = "whole",
                  crop_size=(512, 512), stride=(341, 341), crop_batch_size: int = 8,
-                 test_autocast: str = ""):
+                 test_autocast: str = "", compile_mode: str = ""):
         super().__init__()
         self.backbone = backbone
         self.pixel_decoder = pixel_decoder
@@ -55,6 +57,11 @@ class ReinMask2Former(nn.Module):
         self.crop_size, self.stride = tuple(crop_size), tuple(stride)
         self.crop_batch_size = crop_batch_size
         self.test_autocast = getattr(torch, test_autocast) if test_autocast else None
+        if compile_mode:
+            # In place (nn.Module.compile): parameter names, checkpoints and DDP stay as eager.
+            # The criterion stays eager: the Hungarian matching runs in scipy.
+            for module in (self.backbone, self.pixel_decoder, self.predictor):
+                module.compile(mode=compile_mode, backend=COMPILE_BACKEND)
 
     @classmethod
     def from_config(cls, cfg):
@@ -94,6 +101,7 @@ class ReinMask2Former(nn.Module):
             metadata=MetadataCatalog.get(datasets[0]) if datasets else None,
             test_mode=m.TEST.MODE, crop_size=m.TEST.CROP_SIZE, stride=m.TEST.STRIDE,
             crop_batch_size=m.TEST.CROP_BATCH_SIZE, test_autocast=m.TEST.AUTOCAST,
+            compile_mode=cfg.MODEL.COMPILE,
         )
 
     @property
