@@ -63,8 +63,12 @@ def test_1024x2048_in_512_windows_equals_the_reference_loop(image):
     slide = slide_model((512, 512), (341, 341), 8)
     corners, size = slide.slide_windows(1024, 2048)
     assert len(corners) == 3 * 6 and size == (512, 512)  # the spec's 512 / 341 grid
+    passes = []
+    predict = slide.predict_logits
+    slide.predict_logits = lambda crops: passes.append(crops.shape) or predict(crops)
     with torch.no_grad():
         out = slide([{"image": image, "height": 1024, "width": 2048}])[0]["sem_seg"]
+    assert passes == [(6, 3, 512, 512)] * 3  # 18 windows by at most 8: three even passes
     expected = windowed_by_hand(whole, image, (512, 512), (341, 341))
     assert out.shape == (3, 1024, 2048)
     assert torch.allclose(out, expected, atol=1e-5)
@@ -77,7 +81,7 @@ def test_uneven_borders_and_images_smaller_than_the_crop(h, w):
     torch.manual_seed(0)
     whole = mini_model().eval()
     torch.manual_seed(0)
-    slide = slide_model((64, 64), (48, 48), 3)  # batches of 3: the last chunk is partial
+    slide = slide_model((64, 64), (48, 48), 3)  # passes of at most 3 windows
     corners, (ch, cw) = slide.slide_windows(h, w)
     assert [(y, x, y + ch, x + cw) for y, x in corners] == reference_windows(h, w, (64, 64), (48, 48))
     with torch.no_grad():

@@ -160,14 +160,17 @@ class ReinMask2Former(nn.Module):
 
     def slide_semantic(self, image: torch.Tensor) -> torch.Tensor:
         """[K, h, w] semantic scores of one normalised image [3, h, w]: windows of
-        TEST.CROP_SIZE every TEST.STRIDE, run CROP_BATCH_SIZE at a time, scores averaged where
-        windows overlap."""
+        TEST.CROP_SIZE every TEST.STRIDE, run at most CROP_BATCH_SIZE at a time, scores averaged
+        where windows overlap."""
         h, w = image.shape[-2:]
         corners, (ch, cw) = self.slide_windows(h, w)
         scores = image.new_zeros((self.num_classes, h, w))
         count = image.new_zeros((1, h, w))
-        for start in range(0, len(corners), self.crop_batch_size):
-            chunk = corners[start:start + self.crop_batch_size]
+        # passes of at most CROP_BATCH_SIZE windows, as even as they divide (18 by 8: 6, 6, 6,
+        # not 8, 8, 2): the same work, and fewer input shapes for a compiled model to trace
+        per_pass = -(-len(corners) // -(-len(corners) // self.crop_batch_size))
+        for start in range(0, len(corners), per_pass):
+            chunk = corners[start:start + per_pass]
             # every window has one size: pad them all at once, with static sizes (exportable)
             d = self.backbone.size_divisibility
             crops = F.pad(torch.stack([image[:, y:y + ch, x:x + cw] for y, x in chunk]),
