@@ -21,6 +21,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -240,7 +241,11 @@ def compare_numerics(base, cur):
 
 
 def _child(conn, fn, args, repo=None, opts=()):
+    # a compiled row starts from an empty inductor cache: its first call is a full compilation
+    cache = tempfile.mkdtemp(prefix="rein_d2_inductor_") if "MODEL.COMPILE" in opts else None
     try:
+        if cache:
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
         os.environ["REIN_D2_BENCH_OPTS"] = json.dumps(list(opts))
         # the measured checkout's rein_d2 and configs come first (an installed rein_d2 may be
         # another checkout's)
@@ -254,6 +259,9 @@ def _child(conn, fn, args, repo=None, opts=()):
         conn.send(("ok", result))
     except BaseException as e:  # reported in the table, the other rows still run
         conn.send(("error", f"{type(e).__name__}: {e}"))
+    finally:
+        if cache:
+            shutil.rmtree(cache, ignore_errors=True)
     conn.close()
 
 
@@ -573,7 +581,7 @@ def analysis(args):
         lines += [f"## torch.compile (`MODEL.COMPILE {args.compile}`) against eager, this checkout", "",
                   "Each row twice in fresh processes: eager, then with backbone, pixel decoder and query "
                   "decoder compiled. Time: median of the timed repeats, after a first call (its own "
-                  "row: it includes the compilation).", ""]
+                  "row: it includes the compilation, from an empty inductor cache per row).", ""]
         lines += bp.compare_table(compiled, "eager", "compiled") + [""]
     if args.baseline:
         n = numerics
