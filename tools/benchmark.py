@@ -241,11 +241,10 @@ def compare_numerics(base, cur):
 
 
 def _child(conn, fn, args, repo=None, opts=()):
-    # a compiled row starts from an empty inductor cache: its first call is a full compilation
-    cache = tempfile.mkdtemp(prefix="rein_d2_inductor_") if "MODEL.COMPILE" in opts else None
+    # every row starts from an empty inductor cache: a compiled row's first call compiles fully
+    cache = tempfile.mkdtemp(prefix="rein_d2_inductor_")
     try:
-        if cache:
-            os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
         os.environ["REIN_D2_BENCH_OPTS"] = json.dumps(list(opts))
         # the measured checkout's rein_d2 and configs come first (an installed rein_d2 may be
         # another checkout's)
@@ -260,8 +259,7 @@ def _child(conn, fn, args, repo=None, opts=()):
     except BaseException as e:  # reported in the table, the other rows still run
         conn.send(("error", f"{type(e).__name__}: {e}"))
     finally:
-        if cache:
-            shutil.rmtree(cache, ignore_errors=True)
+        shutil.rmtree(cache, ignore_errors=True)
     conn.close()
 
 
@@ -423,7 +421,8 @@ def main(argv=None):
                              "compare one seeded step's losses and gradients")
     parser.add_argument("--compile", metavar="MODE", choices=["default", "reduce-overhead", "max-autotune"],
                         help="measure the head, step and inference rows eager and with MODEL.COMPILE MODE "
-                             "(torch.compile) side by side, with ratios and the first call's time")
+                             "(torch.compile) side by side, with ratios and the first call's time; with "
+                             "--baseline: compiled inference rows against REV's eager ones instead")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats of --profile / --baseline rows")
     parser.add_argument("--scaling-crops", nargs="+", type=int, default=[512, 768, 1024])
     parser.add_argument("--scaling-batches", nargs="+", type=int, default=[1, 2, 4])
@@ -505,12 +504,14 @@ def analysis_rows(args):
                           (size, mode, args.inference_runs, args.device)) for mode in ("whole", "slide")]
                 # options this checkout adds, measured on it alone (the ratio is against the
                 # baseline's default row above)
-                rows += [(("compare", "current"), f"{tag} inference 1024x2048, {mode}, {dtype} autocast",
-                          measure_inference, (size, mode, args.inference_runs, args.device, (1024, 2048),
-                                              ("MODEL.MASK2FORMER.TEST.AUTOCAST", dtype)))
-                         for mode in ("whole", "slide") for dtype in
-                         (["bfloat16"] + (["float16"] if args.device == "cuda" else []))]
-        if args.compile:
+                options = [(f"{dtype} autocast", ("MODEL.MASK2FORMER.TEST.AUTOCAST", dtype)) for dtype in
+                           ["bfloat16"] + (["float16"] if args.device == "cuda" else [])]
+                if args.compile:
+                    options.append((f"torch.compile {args.compile}", ("MODEL.COMPILE", args.compile)))
+                rows += [(("compare", "current"), f"{tag} inference 1024x2048, {mode}, {name}", measure_inference,
+                          (size, mode, args.inference_runs, args.device, (1024, 2048), opts))
+                         for mode in ("whole", "slide") for name, opts in options]
+        if args.compile and not args.baseline:
             rows += [("compile", f"{tag} head forward + backward, batch {batch}, {args.crop}", measure_head, (size,) + common),
                      ("compile", f"{tag} training step, batch {batch}", measure_training,
                       (size, "Rein", batch, args.crop, args.steps, args.warmup, args.device))]
