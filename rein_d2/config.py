@@ -163,7 +163,7 @@ def add_rein_config(cfg: CN) -> CN:
     # or CUDA) or "float16" (CUDA); class and mask logits return to float32 before post-processing.
     cfg.MODEL.MASK2FORMER.TEST.AUTOCAST = ""
     # torch.compile mode of the backbone, pixel decoder and query decoder ("" = eager; "default",
-    # "reduce-overhead", "max-autotune"): same weights and keys; slower on this CPU (README).
+    # "reduce-overhead", "max-autotune"): same weights and keys; measured in the README.
     cfg.MODEL.COMPILE = ""
 
     # Semantic training augmentation (docs/method.md section 5); the short-side choices, crop and
