@@ -3,6 +3,7 @@ queries when it has them), the deformable-attention pixel decoder and the masked
 query decoder. It trains from semantic label maps or from instances (instance and panoptic
 datasets) and predicts any of semantic, instance and panoptic segmentation.
 """
+import math
 from typing import Dict, List, Optional
 
 import torch
@@ -168,7 +169,7 @@ class ReinMask2Former(nn.Module):
         count = image.new_zeros((1, h, w))
         # passes of at most CROP_BATCH_SIZE windows, as even as they divide (18 by 8: 6, 6, 6,
         # not 8, 8, 2): the same work, and fewer input shapes for a compiled model to trace
-        per_pass = -(-len(corners) // -(-len(corners) // self.crop_batch_size))
+        per_pass = math.ceil(len(corners) / math.ceil(len(corners) / self.crop_batch_size))
         for start in range(0, len(corners), per_pass):
             chunk = corners[start:start + per_pass]
             # every window has one size: pad them all at once, with static sizes (exportable)
