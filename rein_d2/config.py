@@ -7,13 +7,16 @@ from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
 from .utils.cli import UserError
+from .utils.projects import import_project_of
 
 __all__ = ["add_rein_config", "check_config", "load_config"]
 
 
 def load_config(config_file: str, opts=(), add_config=()) -> CN:
     """detectron2's defaults plus rein_d2's keys (and those of each ``add_config`` function, as
-    a project's ``add_<x>_config``), then ``config_file`` and ``opts`` (KEY, VALUE, ...).
+    a project's ``add_<x>_config``), then ``config_file`` and ``opts`` (KEY, VALUE, ...). A
+    config under ``projects/<Name>/`` first imports that project's packages, which register its
+    datasets, and adds their keys.
     Without CUDA, MODEL.DEVICE defaults to "cpu" (an explicit MODEL.DEVICE in opts wins)."""
     opts = list(opts)
     flags = [o for o in opts if isinstance(o, str) and o.startswith("--")]
@@ -23,11 +26,12 @@ def load_config(config_file: str, opts=(), add_config=()) -> CN:
     if len(opts) % 2:
         raise UserError(f"config overrides come in KEY VALUE pairs; got {len(opts)} items: "
                         f"{' '.join(map(str, opts))}")
-    cfg = add_rein_config(get_cfg())
-    for add in add_config:
-        add(cfg)
     if not os.path.isfile(config_file):
         raise UserError(f"--config-file {config_file}: no such file (the configs are under configs/)")
+    cfg = add_rein_config(get_cfg())
+    # a projects/<Name>/ config: that project's packages registered, its keys added (once)
+    for add in dict.fromkeys([*add_config, *import_project_of(config_file)]):
+        add(cfg)
     cfg.merge_from_file(config_file)
     if not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"

@@ -11,8 +11,8 @@ panoptic and instance datasets (evaluator_type coco_panoptic_seg, cityscapes_pan
 cityscapes_instance) by PQ (PQ_th, PQ_st, SQ, RQ), mask AP (AP, AP50) and mIoU, as the config's
 MODEL.MASK2FORMER.TEST flags ask (rein_d2.evaluation.EVALUATORS). Prints a row per dataset and
 the mean over the targets, and writes dg_summary.{json,csv,png} to --output-dir. Without
---datasets, DATASETS.TEST is used. (A project's datasets are registered by its own train_net.py:
-evaluate them with its --eval-only.)
+--datasets, DATASETS.TEST is used. A config under projects/<Name>/ registers that project's
+datasets (rein_d2.load_config imports its package).
 
 With --corruptions (e.g. `--corruptions all`, Cityscapes-C's 15 + 4), each (semantic) target is also
 scored under every corruption at every --severities level, applied deterministically at

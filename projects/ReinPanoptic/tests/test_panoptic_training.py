@@ -68,3 +68,12 @@ def test_train_net_trains_then_scores_every_target(one_frame, tmp_path_factory, 
     assert results[target]["PQ"] == pytest.approx(summary["PQ"][target])
     assert results[target]["mIoU"] == pytest.approx(summary["mIoU"][target])
     assert results["mean_over_targets"]["AP"] == pytest.approx(summary["mean_AP"])
+    # rein_d2's own tools/evaluate_dg.py takes the project's config too, and scores the same
+    spec = importlib.util.spec_from_file_location("rein_d2_tools_evaluate_dg",
+                                                  os.path.join(PROJECT, "..", "..", "tools", "evaluate_dg.py"))
+    evaluate_dg = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(evaluate_dg)
+    assert evaluate_dg.main(["--config-file", config, "--output-dir", str(tmp_path / "dg"), *opts,
+                             "MODEL.WEIGHTS", str(tmp_path / "model_final.pth")]) == 0
+    dg = json.loads((tmp_path / "dg" / "dg_summary.json").read_text())
+    assert dg["targets"] == [target] and dg["PQ"][target] == pytest.approx(summary["PQ"][target])
