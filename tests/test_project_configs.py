@@ -49,3 +49,18 @@ def test_project_configs_register_their_datasets_and_keys():
     assert "foggy_cityscapes_0.02_instance_val" in out[det]["test"]
     assert out[pan]["test"] and out[pan]["registered"] == out[pan]["test"]
     assert out[pan]["projects"] == ["rein_det", "rein_panoptic"]
+
+
+def test_a_sibling_project_that_cannot_import_is_skipped_with_a_warning(tmp_path, caplog, monkeypatch):
+    from rein_d2.utils.projects import import_project_of
+
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the projects' folders leave with the test
+    own = tmp_path / "projects" / "Own" / "own_pkg_4c1e"
+    own.mkdir(parents=True)
+    (own / "__init__.py").write_text("__all__ = ['add_own_config']\ndef add_own_config(cfg):\n    pass\n")
+    other = tmp_path / "projects" / "Other" / "other_pkg_4c1e"
+    other.mkdir(parents=True)
+    (other / "__init__.py").write_text("import a_module_that_is_not_installed_4c1e\n")
+    adds = import_project_of(str(tmp_path / "projects" / "Own" / "configs" / "x.yaml"))
+    assert [f.__name__ for f in adds] == ["add_own_config"]
+    assert "projects/Other not imported" in caplog.text and "a_module_that_is_not_installed_4c1e" in caplog.text

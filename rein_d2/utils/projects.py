@@ -2,6 +2,7 @@
 that the project's package registers on import. rein_d2's tools load such a config as the
 project's own train_net.py does: by importing the project's packages first."""
 import importlib
+import logging
 import os
 import sys
 from typing import Callable, List, Optional
@@ -38,6 +39,10 @@ def import_project_of(config_file: str) -> List[Callable]:
     for other in sorted(os.listdir(parent)):
         path = os.path.join(parent, other)
         if path != root and os.path.isdir(path) and not other.startswith(("_", ".")):
-            _packages(path)
+            try:
+                _packages(path)
+            except ImportError as e:  # another project's optional dependency: not this config's
+                logging.getLogger("rein_d2").warning(
+                    "projects/%s not imported (%s): its datasets stay unregistered", other, e)
     return [getattr(package, a) for package in _packages(root)
             for a in sorted(getattr(package, "__all__", ())) if a.startswith("add_") and a.endswith("_config")]
