@@ -9,7 +9,7 @@ import pycocotools.mask as mask_util
 import pytest
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.structures import BitMasks, Boxes, BoxMode, Instances
+from detectron2.structures import BitMasks, BoxMode, Instances
 from PIL import Image
 
 from rein_d2.engine import ReinTrainer
@@ -98,7 +98,8 @@ def test_records_per_beta_match_the_annotations_pixel_by_pixel(foggy_root, monke
                 assert a["category_id"] == THING[_label(iid)]
                 assert bool(a["iscrowd"]) == (iid < 1000)
                 assert a["bbox_mode"] == BoxMode.XYXY_ABS
-                assert tuple(int(v) for v in a["bbox"]) == (xs.min(), ys.min(), xs.max(), ys.max())
+                # the box spans the whole mask, as in training (x1 = last column + 1)
+                assert tuple(int(v) for v in a["bbox"]) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
                 assert np.array_equal(mask_util.decode(a["segmentation"]).astype(bool), mask)
 
 
@@ -145,7 +146,9 @@ def test_missing_root_and_missing_foggy_images_are_named(foggy_root, tmp_path, m
 
 
 class _Perfect(torch.nn.Module):
-    """Predicts exactly the non-crowd ground truth of each image, at its original size."""
+    """Predicts exactly the non-crowd ground-truth masks of each image, at its original size,
+    with the boxes a model draws around its masks (detectron2's BitMasks.get_bounding_boxes,
+    the convention of the training boxes)."""
 
     def __init__(self, records):
         super().__init__()
@@ -157,11 +160,12 @@ class _Perfect(torch.nn.Module):
             r = self.records[x["file_name"]]
             annos = [a for a in r["annotations"] if not a["iscrowd"]]
             out = Instances((x["height"], x["width"]))
-            out.pred_boxes = Boxes(torch.tensor([a["bbox"] for a in annos], dtype=torch.float32))
+            masks = BitMasks(torch.from_numpy(
+                np.stack([mask_util.decode(a["segmentation"]) for a in annos]).astype(bool)))
+            out.pred_boxes = masks.get_bounding_boxes()
             out.scores = torch.ones(len(annos))
             out.pred_classes = torch.tensor([a["category_id"] for a in annos])
-            masks = np.stack([mask_util.decode(a["segmentation"]) for a in annos]).astype(bool)
-            out.pred_masks = BitMasks(torch.from_numpy(masks)).tensor
+            out.pred_masks = masks.tensor
             outputs.append({"instances": out})
         return outputs
 

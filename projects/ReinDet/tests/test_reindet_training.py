@@ -110,7 +110,7 @@ def test_train_net_trains_then_evaluates_its_last_checkpoint(reindet_mini, tiny_
     config = os.path.join(PROJECT, "configs", "cityscapes", "cascade_mask_rcnn_rein_dinov2_l.yaml")
     opts = reindet_mini + [
         "DATASETS.TRAIN", (tiny_instances + "_rle",), "DATASETS.TEST", (tiny_instances + "_rle",),
-        "INPUT.MASK_FORMAT", "bitmask", "MODEL.ROI_HEADS.NUM_CLASSES", 2, "SOLVER.IMS_PER_BATCH", 1,
+        "MODEL.ROI_HEADS.NUM_CLASSES", 2, "SOLVER.IMS_PER_BATCH", 1,
         "SOLVER.MAX_ITER", 2, "SOLVER.STEPS", (), "SOLVER.WARMUP_ITERS", 0, "OUTPUT_DIR", str(tmp_path)]
     opts = [str(o) for o in opts]  # as typed on a command line
 
