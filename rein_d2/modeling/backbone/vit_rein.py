@@ -62,6 +62,10 @@ def build_timm_vit(arch: VFMArch, img_size: int, patch_size: int, **overrides) -
                   global_pool="")
     if arch.family != "sam":
         kwargs["dynamic_img_size"] = True  # patch grid follows the input
+    elif "depth" in overrides and "global_attn_indexes" not in overrides:
+        # SAM's own layout at any depth (B 2,5,8,11; L 5,11,17,23; H 7,15,23,31): the last
+        # block of each quarter attends globally; timm would keep H's indexes past a smaller depth.
+        kwargs["global_attn_indexes"] = [overrides["depth"] * k // 4 - 1 for k in (1, 2, 3, 4)]
     vit = timm.create_model(arch.timm_name, pretrained=False, **kwargs)
     for name in _UNUSED_MODULES:
         if isinstance(getattr(vit, name, None), nn.Module):
