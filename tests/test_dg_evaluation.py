@@ -205,3 +205,26 @@ def test_an_empty_split_names_the_dataset_and_where_it_looked(tmp_path, cfg):
         evaluate_domain_generalization(cfg, RedIsClassB(), [name])
     msg = str(err.value)
     assert f"'{name}' has no images" in msg and str(tmp_path / "images") in msg
+
+
+def test_summary_chart_labels_do_not_run_into_each_other():
+    """dg_summary.png with the longest names the configs use: every x-axis label (wrapped at
+    underscores) has a box of its own, inside the figure."""
+    from rein_d2.evaluation.domain_generalization import DGSummary
+
+    names = [f"foggy_cityscapes_{b}_instance_val" for b in ("0.02", "0.01", "0.005")] + [
+        "bdd100k_instance_val", "cityscapes_fine_panoptic_val", "mapillary_panoptic_val"]
+    scores = {n: 10.0 * i for i, n in enumerate(names)}
+    summary = DGSummary(CLASSES, miou=dict(scores), source=[names[4]],
+                        metrics={"PQ": dict(scores), "AP": dict(scores), "box_AP": dict(scores)})
+    fig = summary.figure()
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    assert len(fig.axes) == 4  # PQ, AP, box AP, mIoU
+    for ax in fig.axes:
+        boxes = [t.get_window_extent(renderer) for t in ax.get_xticklabels() if t.get_text()]
+        assert len(boxes) == len(names) + 1  # and the mean
+        for i, a in enumerate(boxes):
+            assert fig.bbox.x0 <= a.x0 and a.x1 <= fig.bbox.x1
+            for b in boxes[i + 1:]:
+                assert not a.overlaps(b), (a, b)

@@ -159,29 +159,61 @@ class DGSummary:
 
     def _plot(self, path: str) -> bool:
         """One bar chart per headline metric of the run; False when there is none to draw."""
+        fig = self.figure()
+        if fig is None:
+            return False
+        import matplotlib.pyplot as plt
+
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return True
+
+    def figure(self):
+        """The chart of dg_summary.png (a matplotlib Figure), or None without a headline metric.
+        Dataset names wrap at their underscores and each bar gets the width of its longest
+        line, so that the x-axis labels never run into each other."""
         panels = [c for c in HEADLINE if c in self.columns]
         if not panels:
-            return False
+            return None
         import matplotlib
         matplotlib.use("Agg")  # files only, no display
         import matplotlib.pyplot as plt
 
-        width = max(1.2 * (len(self.scores(c)) + 1) + 2 for c in panels)
-        fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), 3.5), squeeze=False)
-        for ax, column in zip(axes[0], panels):
+        labels = {c: [_wrap(n) + ("\n(source)" if n in self.source else "") for n in self.scores(c)]
+                  + ["mean over\ntargets"] for c in panels}
+        # inches per bar: the longest label line at about 0.08 in per character (10 pt) plus a
+        # gap; one panel per row, so that the figure stays as wide as one panel
+        lines = [line for ls in labels.values() for label in ls for line in label.split("\n")]
+        slot = max(1.2, 0.08 * max(map(len, lines)) + 0.3)
+        depth = max(label.count("\n") for ls in labels.values() for label in ls)
+        fig, axes = plt.subplots(len(panels), 1, squeeze=False, figsize=(
+            slot * max(map(len, labels.values())) + 1.2, len(panels) * (3.2 + 0.2 * depth)))
+        for ax, column in zip(axes[:, 0], panels):
             scores = self.scores(column)
-            names = [f"{n}\n(source)" if n in self.source else n for n in scores] + ["mean over\ntargets"]
             values = list(scores.values()) + [self.mean(column)]
             colours = ["#999999" if n in self.source else "#4c72b0" for n in scores] + ["#dd8452"]
-            bars = ax.bar(names, values, color=colours)
+            bars = ax.bar(range(len(values)), values, color=colours, tick_label=labels[column])
             ax.bar_label(bars, fmt="%.1f")
             ax.set_ylabel(f"{column} (%)")
             ax.set_ylim(0, 100)
             ax.set_title(f"Domain generalization: {column} per target")
         fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        return True
+        return fig
+
+
+def _wrap(name: str, width: int = 14) -> str:
+    """A dataset name longer than ``width`` characters on lines of about equal length, broken
+    after underscores."""
+    target = math.ceil(len(name) / math.ceil(len(name) / width)) + 4
+    lines = [""]
+    for part in name.split("_"):
+        piece = "_" + part if lines[-1] else part
+        if lines[-1] and len(lines[-1]) + len(piece) > target:
+            lines[-1] += "_"
+            lines.append(part)
+        else:
+            lines[-1] += piece
+    return "\n".join(lines)
 
 
 def source_datasets(dataset_names: Sequence[str], train_names: Sequence[str]) -> List[str]:
