@@ -7,6 +7,7 @@ from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
 from .utils.cli import UserError
+from .utils.cpu import warn_if_slow_bfloat16
 from .utils.projects import import_project_of
 
 __all__ = ["add_rein_config", "check_config", "load_config"]
@@ -40,6 +41,7 @@ def load_config(config_file: str, opts=(), add_config=()) -> CN:
     except (KeyError, ValueError, AssertionError) as e:
         raise UserError(f"config override: {e}") from None
     check_config(cfg)
+    warn_if_slow_bfloat16(cfg)  # once, at the start of any tool
     return cfg
 
 

@@ -206,6 +206,13 @@ def test_config_trains_one_iteration_and_evaluates(name, datasets, tmp_path):
     losses = trainer.storage.history("total_loss").values()
     assert len(losses) == 1 and all(math.isfinite(v) for v, _ in losses), name
     results = trainer._last_eval_results  # the evaluation after the last iteration
+    instances = cfg.MODEL.MASK_ON if "REINDET" in cfg.MODEL else cfg.MODEL.MASK2FORMER.TEST.INSTANCE_ON
     assert set(cfg.DATASETS.TEST) <= set(results), (name, list(results))
     for target in cfg.DATASETS.TEST:
-        assert results[target] and all(math.isfinite(v) for v in results[target].values()), (name, target)
+        scores = results[target]
+        assert scores and all(math.isfinite(v) for v in scores.values()), (name, target)
+        # one AP definition per column: cityscapesscripts' AP apart from COCO's
+        kind = MetadataCatalog.get(target).evaluator_type
+        ap = "cityscapes_AP" if kind.startswith("cityscapes") else "AP"
+        assert not ({"AP", "cityscapes_AP"} - {ap}) & set(scores), (name, target, scores)
+        assert (ap in scores) == (instances and kind != "sem_seg"), (name, target, scores)

@@ -14,12 +14,13 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 from detectron2.data import MetadataCatalog, build_detection_test_loader
-from detectron2.evaluation import inference_on_dataset
+from detectron2.evaluation import DatasetEvaluators, inference_on_dataset
 from detectron2.utils import comm
 from tabulate import tabulate
 
 from ..data.datasets.common import dataset_dicts_checked
 from .evaluators import INSTANCE_KINDS, PANOPTIC_KINDS, build_evaluator
+from .progress import ProgressLog
 from .semantic import (DGTestMapper, check_label_matches, eval_resize_shape, label_loader,
                        semantic_evaluator, semantic_test_loader)
 
@@ -30,13 +31,15 @@ __all__ = ["DGSummary", "DGTestMapper", "check_label_matches", "evaluate_domain_
 logger = logging.getLogger(__name__)
 
 # Summary columns taken from detectron2's results: (result key, metric, column), in table order.
-# Panoptic quality from COCOPanopticEvaluator, mask (and, where scored, box) AP from
-# COCOEvaluator / CityscapesInstanceEvaluator; mIoU, mAcc and aAcc come from "sem_seg".
+# Panoptic quality from COCOPanopticEvaluator, COCO mask (and, where scored, box) AP from
+# COCOEvaluator, cityscapesscripts' AP (another definition: its own columns) from
+# CityscapesAPEvaluator; mIoU, mAcc and aAcc come from "sem_seg".
 MASK_METRICS = [("panoptic_seg", k, k) for k in ("PQ", "PQ_th", "PQ_st", "SQ", "RQ")] + [
-    ("segm", "AP", "AP"), ("segm", "AP50", "AP50"), ("bbox", "AP", "box_AP"), ("bbox", "AP50", "box_AP50")]
+    ("segm", "AP", "AP"), ("segm", "AP50", "AP50"), ("cityscapes_segm", "AP", "cityscapes_AP"),
+    ("cityscapes_segm", "AP50", "cityscapes_AP50"), ("bbox", "AP", "box_AP"), ("bbox", "AP50", "box_AP50")]
 SEMANTIC_COLUMNS = ["mIoU", "mAcc", "aAcc"]
 # The one metric of each kind drawn in dg_summary.png.
-HEADLINE = ["PQ", "AP", "box_AP", "mIoU"]
+HEADLINE = ["PQ", "AP", "cityscapes_AP", "box_AP", "mIoU"]
 
 
 @dataclass
@@ -271,6 +274,9 @@ def evaluate_domain_generalization(cfg, model, dataset_names: Sequence[str],
             evaluator = semantic_evaluator(name, out)
         loader = build_detection_test_loader(dicts[name], mapper=DGTestMapper(cfg.INPUT.FORMAT, eval_size),
                                              num_workers=cfg.DATALOADER.NUM_WORKERS)
+        logger.info("Evaluating %s (%s, %d of %d): %d images", name, summary.role(name),
+                    dataset_names.index(name) + 1, len(dataset_names), len(dicts[name]))
+        evaluator = DatasetEvaluators([ProgressLog(name, len(loader)), evaluator])
         results = inference_on_dataset(model, loader, evaluator)
         if not comm.is_main_process():
             continue  # detectron2 evaluators gather results on the main process only

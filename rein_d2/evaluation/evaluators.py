@@ -1,7 +1,10 @@
 """detectron2's evaluators and test loaders chosen by a dataset's ``evaluator_type``, as
 DefaultTrainer.build_evaluator / build_test_loader expect. One table, one entry per kind."""
 import contextlib
+import csv
+import json
 import logging
+import os
 from typing import Callable, Dict, List, Optional
 
 import torch
@@ -11,10 +14,12 @@ from detectron2.evaluation import (CityscapesInstanceEvaluator, CityscapesSemSeg
                                    COCOEvaluator, COCOPanopticEvaluator, DatasetEvaluator,
                                    DatasetEvaluators)
 
+from tabulate import tabulate
+
 from .semantic import semantic_evaluator, semantic_test_loader
 
-__all__ = ["EVALUATORS", "INSTANCE_KINDS", "PANOPTIC_KINDS", "InProcessPanopticEvaluator",
-           "ThingCOCOEvaluator", "build_evaluator", "build_test_loader"]
+__all__ = ["EVALUATORS", "INSTANCE_KINDS", "PANOPTIC_KINDS", "CityscapesAPEvaluator",
+           "InProcessPanopticEvaluator", "ThingCOCOEvaluator", "build_evaluator", "build_test_loader"]
 
 logger = logging.getLogger(__name__)
 
@@ -25,30 +30,74 @@ INSTANCE_KINDS = ("coco", "cityscapes_instance")
 
 
 class InProcessPanopticEvaluator(COCOPanopticEvaluator):
-    """COCOPanopticEvaluator whose PQ is computed in this process. panopticapi forks a Pool from
-    the evaluating process, which runs torch's threads: a forked worker can then deadlock on a
-    lock some thread held (seen here at the pool's teardown). Its one-process path sums the
-    same per-image statistics, so PQ is unchanged."""
+    """COCOPanopticEvaluator whose PQ is computed in this process, and which keeps the per-class
+    PQ / SQ / RQ that panopticapi computes and detectron2 drops: in the results ("PQ-<class>",
+    "SQ-<class>", "RQ-<class>", as SemSegEvaluator's "IoU-<class>") and, with an output
+    folder, in pq_per_class.csv there. panopticapi forks a Pool from the evaluating process,
+    which runs torch's threads: a forked worker can then deadlock on a lock some thread held
+    (seen here at the pool's teardown). Its one-process path sums the same per-image
+    statistics, so PQ is unchanged."""
 
     def evaluate(self):
-        with self._single_process_pq():
-            return super().evaluate()
+        with self._single_process_pq() as computed:
+            results = super().evaluate()
+        if results is None or "per_class" not in computed:  # not the main process
+            return results
+        with open(self._metadata.panoptic_json) as f:
+            names = {c["id"]: c["name"] for c in json.load(f)["categories"]}
+        counts = computed["stat"].pq_per_cat
+        # classes neither in the ground truth nor predicted are left out (panopticapi gives 0)
+        rows = [(names.get(cat, str(cat)), *(100 * v[k] for k in ("pq", "sq", "rq")))
+                for cat, v in sorted(computed["per_class"].items())
+                if counts[cat].tp + counts[cat].fp + counts[cat].fn]
+        for name, pq, sq, rq in rows:
+            results["panoptic_seg"].update({f"PQ-{name}": pq, f"SQ-{name}": sq, f"RQ-{name}": rq})
+        if self._output_dir:
+            with open(os.path.join(self._output_dir, "pq_per_class.csv"), "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(["class", "PQ", "SQ", "RQ"])
+                writer.writerows([name] + [f"{v:.4f}" for v in values] for name, *values in rows)
+        logger.info("Per-class panoptic quality:\n%s", tabulate(
+            rows, headers=["class", "PQ", "SQ", "RQ"], tablefmt="pipe", floatfmt=".2f"))
+        return results
 
     @staticmethod
     @contextlib.contextmanager
     def _single_process_pq():
+        """Yields a dict that receives pq_compute's per-class results ("per_class": category
+        id -> pq, sq, rq) and its statistics ("stat": the PQStat, its per-class counts)."""
+        computed = {}
         try:
             import panopticapi.evaluation as pq
         except ImportError:  # detectron2 names the missing package itself
-            yield
+            yield computed
             return
-        multi = pq.pq_compute_multi_core
-        pq.pq_compute_multi_core = lambda annotations, gt, pred, categories: pq.pq_compute_single_core(
-            0, annotations, gt, pred, categories)
+        multi, compute = pq.pq_compute_multi_core, pq.pq_compute
+
+        def single_core(annotations, gt, pred, categories):
+            computed["stat"] = pq.pq_compute_single_core(0, annotations, gt, pred, categories)
+            return computed["stat"]
+
+        def keep_per_class(*args, **kwargs):
+            results = compute(*args, **kwargs)
+            computed["per_class"] = results["per_class"]
+            return results
+
+        pq.pq_compute_multi_core, pq.pq_compute = single_core, keep_per_class
         try:
-            yield
+            yield computed
         finally:
-            pq.pq_compute_multi_core = multi
+            pq.pq_compute_multi_core, pq.pq_compute = multi, compute
+
+
+class CityscapesAPEvaluator(CityscapesInstanceEvaluator):
+    """cityscapesscripts' instance AP (the Cityscapes benchmark's) under its own name:
+    {"cityscapes_segm": {"AP", "AP50"}}, so that a summary never averages it with COCO mask AP
+    ("segm"), another definition (the two differ on the same predictions)."""
+
+    def evaluate(self):
+        results = super().evaluate()
+        return None if results is None else {"cityscapes_segm": results["segm"]}
 
 
 class ThingCOCOEvaluator(COCOEvaluator):
@@ -96,7 +145,8 @@ class ThingCOCOEvaluator(COCOEvaluator):
 def _panoptic(cfg, name: str, output_dir: Optional[str]) -> List[DatasetEvaluator]:
     """What the model's MODEL.MASK2FORMER.TEST flags produce, as Mask2Former scores it: PQ
     (PANOPTIC_ON); mask AP of its instances (INSTANCE_ON) against the instances json
-    (metadata json_file) or, for Cityscapes, by cityscapesscripts; mIoU (SEMANTIC_ON) where the
+    (metadata json_file) or, for Cityscapes, by cityscapesscripts (its own columns,
+    cityscapes_AP); mIoU (SEMANTIC_ON) where the
     records carry a train-id label (sem_seg_file_name)."""
     test = cfg.MODEL.MASK2FORMER.TEST
     meta = MetadataCatalog.get(name)
@@ -107,7 +157,7 @@ def _panoptic(cfg, name: str, output_dir: Optional[str]) -> List[DatasetEvaluato
         if meta.get("json_file", None):
             evaluators.append(ThingCOCOEvaluator(name, output_dir))
         elif meta.get("evaluator_type", None) == "cityscapes_panoptic_seg":
-            evaluators.append(CityscapesInstanceEvaluator(name))
+            evaluators.append(CityscapesAPEvaluator(name))
         else:
             logger.warning("%s: no instances json (metadata json_file) to score the model's "
                            "instances against: no mask AP", name)
@@ -129,7 +179,7 @@ EVALUATORS: Dict[str, Callable[..., List[DatasetEvaluator]]] = {
     "coco": lambda cfg, name, out: [COCOEvaluator(name, output_dir=out)],
     "coco_panoptic_seg": _panoptic,
     "cityscapes_panoptic_seg": _panoptic,
-    "cityscapes_instance": lambda cfg, name, out: [CityscapesInstanceEvaluator(name)],
+    "cityscapes_instance": lambda cfg, name, out: [CityscapesAPEvaluator(name)],
     "cityscapes_sem_seg": lambda cfg, name, out: [CityscapesSemSegEvaluator(name)],
 }
 

@@ -8,12 +8,13 @@ import os
 import pytest
 import torch
 from detectron2.data import MetadataCatalog
-from detectron2.evaluation import (CityscapesInstanceEvaluator, DatasetEvaluators,
-                                   SemSegEvaluator)
+from detectron2.data import DatasetCatalog
+from detectron2.evaluation import DatasetEvaluators, SemSegEvaluator
 
 from panoptic_testing import CLASSES, LAYOUTS, SMALL_INPUT, GroundTruthModel, load_cfg, write_panoptic_dataset
-from rein_d2.evaluation import (InProcessPanopticEvaluator, ThingCOCOEvaluator, build_evaluator,
-                                evaluate_domain_generalization)
+from rein_d2.evaluation import (CityscapesAPEvaluator, DGSummary, InProcessPanopticEvaluator,
+                                ThingCOCOEvaluator, build_evaluator, evaluate_domain_generalization,
+                                source_datasets)
 
 pytest.importorskip("panopticapi", reason="COCOPanopticEvaluator needs panopticapi")
 
@@ -75,15 +76,54 @@ def test_perfect_predictions_score_100_on_every_target_and_the_summary_carries_t
     assert [c.strip() for c in header.strip("|").split("|")] == ["dataset", "domain"] + summary.columns
 
 
-def test_missing_things_cost_pq_th_and_ap_but_not_pq_st(targets):
+def test_missing_things_cost_pq_th_and_ap_but_not_pq_st(targets, tmp_path):
     (a, _), _ = targets
-    summary = evaluate_domain_generalization(panoptic_cfg(), NoThings(a), [a])
+    summary = evaluate_domain_generalization(panoptic_cfg(), NoThings(a), [a], str(tmp_path))
     # GT classes: sky, road (stuff, right), car, person, bicycle (things, all missed)
     assert summary.scores("PQ_st")[a] == pytest.approx(100)
     assert summary.scores("PQ_th")[a] == pytest.approx(0)
     assert summary.scores("PQ")[a] == pytest.approx(100 * 2 / 5)
     assert summary.scores("AP")[a] == pytest.approx(0)
     assert summary.scores("mIoU")[a] == pytest.approx(100)  # the semantic output is still right
+    # per class, written beside the evaluator's predictions.json
+    rows = list(csv.reader(open(tmp_path / a / "pq_per_class.csv")))
+    assert rows[0] == ["class", "PQ", "SQ", "RQ"]
+    scores = {r[0]: [float(v) for v in r[1:]] for r in rows[1:]}
+    assert sorted(scores) == ["bicycle", "car", "person", "road", "sky"]
+    assert scores["road"] == scores["sky"] == [100, 100, 100]
+    assert scores["car"] == scores["person"] == scores["bicycle"] == [0, 0, 0]
+
+
+def test_cityscapes_ap_and_coco_ap_are_two_columns_never_averaged_together():
+    """cityscapesscripts' AP (CityscapesAPEvaluator: "cityscapes_segm") and COCO mask AP
+    ("segm") of one run: each its own column and mean (the SYNTHIA panoptic run scores
+    Cityscapes with the first and Mapillary with the second)."""
+    summary = DGSummary(CLASSES)
+    summary.add("cityscapes_fine_panoptic_val", {"cityscapes_segm": {"AP": 88.89, "AP50": 95.0}})
+    summary.add("mapillary_panoptic_val", {"segm": {"AP": 86.28, "AP50": 90.0}})
+    assert summary.columns == ["AP", "AP50", "cityscapes_AP", "cityscapes_AP50"]
+    assert summary.mean("AP") == pytest.approx(86.28) and summary.mean("cityscapes_AP") == pytest.approx(88.89)
+    assert "cityscapes_AP" not in summary.results()["mapillary_panoptic_val"]
+
+    class Stub(CityscapesAPEvaluator):  # cityscapesscripts' result, without its files
+        def __init__(self):
+            pass
+
+    results = {"segm": {"AP": 88.89, "AP50": 95.0}}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("detectron2.evaluation.CityscapesInstanceEvaluator.evaluate", lambda self: results)
+        assert Stub().evaluate() == {"cityscapes_segm": {"AP": 88.89, "AP50": 95.0}}
+
+
+def test_cityscapes_panoptic_sets_of_detectron2_have_the_cityscapes_domain():
+    """A Cityscapes val in a Cityscapes-trained run is its source (reported apart, out of the
+    mean), in a SYNTHIA-trained run a target."""
+    names = ["cityscapes_fine_panoptic_val", "mapillary_panoptic_val"]
+    assert set(names) <= set(DatasetCatalog.list())
+    assert MetadataCatalog.get("cityscapes_fine_panoptic_val").domain == "cityscapes"
+    assert source_datasets(names, ["cityscapes_fine_panoptic_train"]) == names[:1]
+    assert source_datasets(names, ["cityscapes_instance_train"]) == names[:1]
+    assert source_datasets(names, ["synthia_panoptic_train"]) == []
 
 
 def test_instance_targets_score_mask_ap(targets, tmp_path):
@@ -119,7 +159,7 @@ def test_evaluators_follow_the_test_flags_and_the_dataset_kind(targets, tmp_path
                                                     gt_dir=str(tmp_path)))
     evaluator = build_evaluator(panoptic_cfg("MODEL.MASK2FORMER.TEST.SEMANTIC_ON", False), cityscapes_like)
     assert isinstance(evaluator, DatasetEvaluators)
-    assert [type(e) for e in evaluator._evaluators] == [InProcessPanopticEvaluator, CityscapesInstanceEvaluator]
+    assert [type(e) for e in evaluator._evaluators] == [InProcessPanopticEvaluator, CityscapesAPEvaluator]
     nothing = panoptic_cfg("MODEL.MASK2FORMER.TEST.SEMANTIC_ON", False, "MODEL.MASK2FORMER.TEST.INSTANCE_ON",
                            False, "MODEL.MASK2FORMER.TEST.PANOPTIC_ON", False)
     with pytest.raises(ValueError, match="PANOPTIC_ON.*INSTANCE_ON.*SEMANTIC_ON"):

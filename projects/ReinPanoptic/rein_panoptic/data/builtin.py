@@ -181,6 +181,9 @@ def register_all(root=None, replace=False):
     root = root or datasets_root()
     if replace:
         register_cityscapes_panoptic(root)
+    for name in CITYSCAPES_PANOPTIC_NAMES:  # detectron2's set no domain: a Cityscapes val in a
+        if name in DatasetCatalog.list():   # Cityscapes-trained run is then its source, not a target
+            MetadataCatalog.get(name).set(domain="cityscapes")
     for key, spec in DATASETS.items():
         panoptic, instance = _names(key)
         for name, register in ((panoptic, _register_panoptic), (instance, _register_instances)):
