@@ -1,11 +1,14 @@
 """Rein on CNNs (ReinResNet, ReinConvNeXt), in the release's layout: one Rein per stage over
 its blocks, stage outputs as res2..res5, the head's queries the sum of the stages' queries.
 Checkpoints in the official layouts (mmseg / mmcls ResNetV1c, timm ResNet, the official
-ConvNeXt-22k, timm ConvNeXt) written by the tests convert tensor for tensor, and the features
-equal timm's own forward; release checkpoints keep backbone.reins.<stage>."""
+ConvNeXt-22k, mmpretrain ConvNeXt, timm ConvNeXt) written by the tests convert tensor for
+tensor, and the features equal timm's own forward (ConvNeXt: through the release's per-stage
+LayerNorm2d); release checkpoints keep backbone.reins.<stage>. Parity with the reference
+itself: test_reference_parity_cnn.py."""
 import pytest
 import timm
 import torch
+import torch.nn.functional as F
 from detectron2.modeling import build_backbone, build_model
 
 from conftest import REPO, config_path
@@ -72,11 +75,35 @@ def official_convnext(timm_state):
     return out
 
 
+def mmpretrain_convnext(timm_state):
+    """mmpretrain / mmcls ConvNeXt (what mmseg's ConvNeXt configs load): the official names with
+    depthwise_conv / pointwise_conv{1,2}, the final norm as norm3, under backbone., head.fc."""
+    out = {}
+    for k, v in official_convnext(timm_state).items():
+        if k.startswith("head."):
+            out["head.fc." + k[len("head."):]] = v
+            continue
+        k = k.replace(".dwconv.", ".depthwise_conv.").replace(".pwconv", ".pointwise_conv")
+        out["backbone." + ("norm3." + k[len("norm."):] if k.startswith("norm.") else k)] = v
+    return out
+
+
+def release_norms(source, maps):
+    """The release's ConvNeXt outputs: LayerNorm2d over channels (eps 1e-6) of each stage,
+    stages 0-2 without affine (weight 1, bias 0), stage 3 with the network's final norm."""
+    out = []
+    for i, m in enumerate(maps):
+        w, b = (source.head.norm.weight, source.head.norm.bias) if i == 3 else (None, None)
+        out.append(F.layer_norm(m.permute(0, 2, 3, 1), m.shape[1:2], w, b, 1e-6).permute(0, 3, 1, 2))
+    return out
+
+
 FORMATS = {  # format -> (network, writer)
     "mmseg ResNetV1c": ("resnet50", lambda s: {"state_dict": mmseg_resnet(s)}),
     "mmcls ResNetV1c": ("resnet50", lambda s: {"meta": {}, "state_dict": mmcls_resnet(s)}),
     "timm ResNet": ("resnet50", lambda s: s),
     "official ConvNeXt-22k": ("convnext_l", lambda s: {"model": official_convnext(s)}),
+    "mmpretrain ConvNeXt": ("convnext_l", lambda s: {"meta": {}, "state_dict": mmpretrain_convnext(s)}),
     "timm ConvNeXt": ("convnext_l", lambda s: s),
 }
 
@@ -90,12 +117,21 @@ def test_official_checkpoints_convert_tensor_for_tensor_and_features_are_timms(f
     converted, report = convert_official_checkpoint(load_official_checkpoint(str(tmp_path / "w.pth")), backbone)
     backbone.vit.load_state_dict(converted, strict=True)
     for k, v in backbone.vit.state_dict().items():
+        if k.startswith("stage_norms."):  # in no ImageNet file: LayerNorm2d's initial values
+            assert torch.equal(v, torch.full_like(v, float(k.endswith("weight")))), k
+            assert k in report.initialised
+            continue
         assert torch.equal(v, source.state_dict()[k]), k
-    assert report.dropped and all("fc" in k or "head" in k for k in report.dropped)  # the classifier
+    file_keys = list(load_official_checkpoint(str(tmp_path / "w.pth")))
+    # the classifier, named as the file names it
+    assert report.dropped and set(report.dropped) == {
+        k for k in file_keys if ("fc." in k or k.startswith("head.")) and "head.norm." not in k}
 
     x = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ref = source.forward_intermediates(x, indices=4, intermediates_only=True)
+        if name == "convnext_l":
+            ref = release_norms(source, ref)
         out = backbone(x)
     for key, m in zip(("res2", "res3", "res4", "res5"), ref):
         torch.testing.assert_close(out[key], m, rtol=0, atol=1e-5, msg=key)
