@@ -225,7 +225,11 @@ def dinov3_official(embed_dim, depth, num_heads, seed=4):
     s.add("patch_embed.proj.weight", (c, 3, 16, 16), (3 * 16 * 16) ** -0.5,
           timm_key="patch_embed.proj.weight")
     s.add("patch_embed.proj.bias", (c,), 0.1, timm_key="patch_embed.proj.bias")
-    s.put("rope_embed.periods", torch.rand(c // num_heads // 4, generator=s.gen) * 100)
+    # Meta's periods base ** (2k / (2n)), stored in bfloat16 as the released files hold them;
+    # rein_d2 uses these stored values, as Meta's model does (timm recomputes them in float32).
+    n = c // num_heads // 4
+    s.put("rope_embed.periods", (100.0 ** (torch.arange(n) / n)).to(torch.bfloat16),
+          timm_key="rope.periods")
     for i in range(depth):
         b = f"blocks.{i}"
         s.layernorm(f"{b}.norm1", c, f"{b}.norm1")
@@ -329,6 +333,9 @@ def timm_reference(fmt: Format, weights: Dict[str, torch.Tensor]) -> nn.Module:
     model = timm.create_model(VFM_ARCHS[fmt.arch].timm_name, pretrained=False, img_size=IMG,
                               patch_size=PATCH, num_classes=0, global_pool="",
                               **MINI, **fmt.layout).eval()
+    weights = dict(weights)
+    if "rope.periods" in weights:  # DINOv3: timm's periods buffer is not in its state dict
+        model.rope.periods.copy_(weights.pop("rope.periods"))
     missing, unexpected = model.load_state_dict(weights, strict=False)
     assert not unexpected
     assert all(k.split(".")[0] in ("norm", "fc_norm", "head", "neck") for k in missing), missing
