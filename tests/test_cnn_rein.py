@@ -151,6 +151,15 @@ def test_checkpoints_of_another_design_or_depth_are_refused(tmp_path):
         convert_official_checkpoint(deeper, backbone)
     with pytest.raises(CheckpointMismatchError, match="not a ConvNeXt checkpoint"):
         convert_official_checkpoint(timm_source("resnet50").state_dict(), build_backbone(cfg_for("convnext_l")))
+    # A deeper ConvNeXt in the mmpretrain layout: refused naming the file's keys (timm's filter
+    # alone would stop at a bare KeyError).
+    cx = timm_source("convnext_l").state_dict()
+    cx.update({k.replace("stages.2.blocks.0.", "stages.2.blocks.5."): v.clone() for k, v in cx.items()
+               if k.startswith("stages.2.blocks.0.")})
+    with pytest.raises(CheckpointMismatchError) as e:
+        convert_official_checkpoint(mmpretrain_convnext(cx), build_backbone(cfg_for("convnext_l")))
+    assert "has 9 weights the backbone has no place for (backbone.stages.2.5.gamma, " in str(e.value)
+    assert "backbone.stages.2.5.pointwise_conv1.weight" in str(e.value) and "\n" not in str(e.value)
 
 
 @pytest.mark.parametrize("name", CONFIGS)

@@ -433,6 +433,22 @@ def test_report_names_dropped_keys(official):
     assert not any(k.startswith("image_encoder.blocks.") for k in report.dropped)
 
 
+def test_dinov3_keeps_its_files_rope_periods(official):
+    """The stored (bfloat16) periods are what the backbone uses; a file without them gets
+    timm's float32 formula, reported as written by the model."""
+    state = load_official_checkpoint(official["dinov3"][0])
+    backbone = make_backbone(FORMATS["dinov3"])
+    formula = backbone.vit.rope.periods.clone()
+    converted, report = convert_official_checkpoint(dict(state), backbone)
+    assert torch.equal(converted["rope.periods"], state["rope_embed.periods"].float())
+    assert not torch.equal(converted["rope.periods"], formula)  # bfloat16-rounded
+    assert "rope_embed.periods" not in report.dropped and report.initialised == []
+    del state["rope_embed.periods"]
+    converted, report = convert_official_checkpoint(state, backbone)
+    assert torch.equal(converted["rope.periods"], formula) and report.initialised == ["rope.periods"]
+    assert "written with the model's initial values (1 keys): rope.periods" in report.summary()
+
+
 # ---------------------------------------------------------------------------------------------
 # Refusals
 # ---------------------------------------------------------------------------------------------

@@ -82,21 +82,16 @@ def _rename_convnext(state: Named, model) -> Named:
         state = official
     if "head.norm.weight" in state or "norm_pre.weight" in state:  # timm's own names
         return dict(state)
-    # timm's filter key by key, so that a key it cannot place is named, not a bare KeyError.
-    renamed, unplaced = dict(stage_norms), []
+    # timm's filter key by key: one it cannot place (a 2-d weight the model lacks or has in
+    # another width: a bare KeyError / RuntimeError there) stays under its own name, so that
+    # it is refused below, named, with the rest of what the backbone has no place for.
+    renamed = dict(stage_norms)
     for k, (name, v) in state.items():
         try:
             one = checkpoint_filter_fn({k: v}, model)  # (empty for keys timm discards)
-        except (KeyError, RuntimeError):  # no such 2-d weight in the model / another width
-            unplaced.append(name)
-            continue
+        except (KeyError, RuntimeError):
+            one = {k: v}
         renamed.update({new: (name, v2) for new, v2 in one.items()})
-    if unplaced:
-        raise CheckpointMismatchError(
-            f"the checkpoint has {len(unplaced)} weights the backbone has no place for "
-            f"({_abbrev(unplaced)}): a deeper or wider network or another design than the "
-            "configured ConvNeXt; set MODEL.CNN.SIZE (and MODEL.CNN.DEPTHS) to the "
-            "checkpoint's model")
     return renamed
 
 
