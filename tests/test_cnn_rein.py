@@ -108,7 +108,8 @@ FORMATS = {  # format -> (network, writer)
 }
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+# (the mmpretrain layout: tensor for tensor in test_convert_pretrained_then_train_from_the_file)
+@pytest.mark.parametrize("fmt", [f for f in FORMATS if f != "mmpretrain ConvNeXt"])
 def test_official_checkpoints_convert_tensor_for_tensor_and_features_are_timms(fmt, tmp_path):
     name, write = FORMATS[fmt]
     source = timm_source(name)
@@ -201,23 +202,31 @@ def test_a_release_checkpoint_keeps_the_per_stage_rein_names(tmp_path):
     assert "backbone.reins.3.learnable_tokens_b" in out and report.vfm_keys
 
 
-def test_convert_pretrained_then_train_from_the_file(tmp_path, capsys):
+@pytest.mark.parametrize("fmt", ["mmseg ResNetV1c", "mmpretrain ConvNeXt"])
+def test_convert_pretrained_then_train_from_the_file(fmt, tmp_path, capsys):
     """tools/convert_pretrained.py writes MODEL.WEIGHTS for a CNN config, and training accepts
-    it as the whole frozen network (batch-norm statistics included), refusing nothing."""
+    it as the whole frozen network (batch-norm statistics, ConvNeXt's new stage norms
+    included), refusing nothing: no weight stays random."""
     import importlib.util
     import os
 
     from rein_d2.engine import load_model_weights
-    torch.save({"state_dict": mmseg_resnet(timm_source("resnet50").state_dict())}, tmp_path / "r50_v1c.pth")
+    name, write = FORMATS[fmt]
+    source = timm_source(name).state_dict()
+    torch.save(write(source), tmp_path / "official.pth")
     spec = importlib.util.spec_from_file_location("convert_pretrained", os.path.join(REPO, "tools", "convert_pretrained.py"))
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
-    assert tool.main(["--config-file", config_path(CONFIGS["resnet50"]), "--input", str(tmp_path / "r50_v1c.pth"),
+    assert tool.main(["--config-file", config_path(CONFIGS[name]), "--input", str(tmp_path / "official.pth"),
                       "--output", str(tmp_path / "w.pth"), "MODEL.CNN.DEPTHS", str(list(DEPTHS))]) == 0
-    assert "resnet50c" in capsys.readouterr().out
-    cfg = cfg_for("resnet50", "MODEL.ALLOW_RANDOM_WEIGHTS", False, "MODEL.WEIGHTS", str(tmp_path / "w.pth"))
+    printed = capsys.readouterr().out
+    assert TIMM[name] in printed
+    if name == "convnext_l":
+        assert "dropped 2 keys: head.fc.weight, head.fc.bias" in printed  # the file's names
+        assert "initial values (6 keys): stage_norms.0.weight" in printed
+    cfg = cfg_for(name, "MODEL.ALLOW_RANDOM_WEIGHTS", False, "MODEL.WEIGHTS", str(tmp_path / "w.pth"))
     model = build_model(cfg)
     load_model_weights(cfg, model, inference=False)
-    for k, v in timm_source("resnet50").state_dict().items():
-        if not k.startswith("fc."):
+    for k, v in source.items():
+        if not k.startswith(("fc.", "head.fc.")):
             assert torch.equal(model.backbone.vit.state_dict()[k], v), k
