@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-from detectron2.data import MetadataCatalog, build_detection_test_loader
+from detectron2.data import build_detection_test_loader
 from detectron2.evaluation import inference_on_dataset
 from detectron2.utils import comm
 from tabulate import tabulate
@@ -19,6 +19,7 @@ from tabulate import tabulate
 from ..data.corruptions import cached_corruption
 from ..data.dataset_mappers.instance import read_image_checked
 from ..data.datasets.common import dataset_dicts_checked
+from .protocol import eval_size_of
 from .semantic import DGTestMapper, semantic_evaluator
 
 __all__ = ["CorruptedTestMapper", "RobustnessSummary", "evaluate_robustness"]
@@ -116,9 +117,8 @@ def evaluate_robustness(cfg, model, dataset: str, corruptions: Sequence[str], se
                         output_dir: Optional[str] = None, seed: int = 0,
                         cache_dir: Optional[str] = None) -> RobustnessSummary:
     """Score ``model`` on ``dataset`` clean and under every corruption x severity."""
-    meta = MetadataCatalog.get(dataset)
     dicts = dataset_dicts_checked(dataset)
-    eval_size = meta.get("eval_size", None)
+    eval_size = eval_size_of(cfg, dataset)[0]  # TEST.EVAL_SIZE or the dataset's own
 
     def score(mapper):
         loader = build_detection_test_loader(dicts, mapper=mapper, num_workers=cfg.DATALOADER.NUM_WORKERS)
