@@ -84,7 +84,7 @@ def code_version(here: str = os.path.dirname(os.path.abspath(__file__))) -> Dict
     try:
         version = metadata.version("rein_d2")
     except metadata.PackageNotFoundError:
-        version = "not installed"
+        version = "unknown (no package metadata: not pip-installed)"
     try:
         git = functools.partial(subprocess.run, capture_output=True, text=True, timeout=10, cwd=here)
         rev = git(["git", "rev-parse", "HEAD"])
