@@ -201,3 +201,15 @@ def test_evaluate_dg_eval_size_flag(tmp_path, capsys):
     t = record(out)["targets"][b]
     assert t["evaluation_size"] == [64, 64] and t["miou_convention"] == "mmseg"
     assert "64x64 (TEST.EVAL_SIZE)" in capsys.readouterr().out
+
+
+def test_builtin_targets_record_their_label_resolution():
+    """Mapillary's two validation names: the reference's halved labels and the full ones."""
+    from rein_d2.evaluation.protocol import target_record
+
+    cfg = mini_cfg()
+    record_of = {n: target_record(cfg, n, (1024, 512), "registered", {"mode": "whole", "tta": None},
+                                  list(CITYSCAPES_CLASSES), "sem_seg")["label_resolution"]
+                 for n in ("mapillary_val", "mapillary_val_full", "cityscapes_rein_val")}
+    assert record_of["mapillary_val"].startswith("half (datasets/prepare_mapillary.py")
+    assert record_of["mapillary_val_full"] == record_of["cityscapes_rein_val"] == "full"
