@@ -17,9 +17,10 @@ from rein_d2.engine import ReinTrainer
 from rein_d2.evaluation import DGSummary, evaluate_domain_generalization
 from rein_d2.evaluation.miou import iou_per_class, subset_miou
 from rein_d2.evaluation.protocol import code_version, model_sha256
+from rein_d2.evaluation.robustness import evaluate_robustness
 from rein_d2.utils.cli import UserError
 from test_dg_evaluation import RedIsClassB, register, target_a, target_b
-from test_meta_arch import MINI, mini_model
+from test_meta_arch import MINI
 
 
 def mini_cfg(*opts):
@@ -123,6 +124,9 @@ def test_conventions_differ_on_a_class_predicted_but_absent_from_the_labels(tmp_
     assert mm.macc == d2.macc and mm.aacc == d2.aacc            # accuracies do not depend on it
     t = record(tmp_path / "mm")["targets"][a]
     assert t["miou_convention"] == "mmseg"
+    # the corruption evaluation's clean mIoU follows the key too
+    robust = evaluate_robustness(mini_cfg("TEST.MIOU_CONVENTION", "mmseg"), RedIsClassB(), a, [], [])
+    assert robust.clean == pytest.approx(100 * (2 / 3) / 3)
 
 
 def test_iou_per_class_from_a_confusion_matrix_by_hand():

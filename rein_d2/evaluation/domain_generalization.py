@@ -20,7 +20,7 @@ from tabulate import tabulate
 
 from ..data.datasets.common import dataset_dicts_checked
 from .evaluators import INSTANCE_KINDS, PANOPTIC_KINDS, build_evaluator
-from .miou import CLASS_SUBSETS, confusion_matrix, iou_per_class, subset_miou
+from .miou import CLASS_SUBSETS, by_convention, subset_miou
 from .protocol import eval_size_of, inference_record, run_record, target_record
 from .semantic import (DGTestMapper, check_label_matches, eval_resize_shape, label_loader,
                        semantic_evaluator, semantic_test_loader)
@@ -284,7 +284,7 @@ def evaluate_domain_generalization(cfg, model, dataset_names: Sequence[str],
         results = inference_on_dataset(model, loader, evaluator)
         if not comm.is_main_process():
             continue  # detectron2 evaluators gather results on the main process only
-        summary.add(name, _by_convention(results, evaluator, classes, cfg.TEST.MIOU_CONVENTION))
+        summary.add(name, by_convention(results, evaluator, classes, cfg.TEST.MIOU_CONVENTION))
         if name in summary.iou:
             for subset in cfg.TEST.CLASS_SUBSETS:
                 column = CLASS_SUBSETS[subset][0]
@@ -298,14 +298,3 @@ def evaluate_domain_generalization(cfg, model, dataset_names: Sequence[str],
             summary.write(output_dir)
     return summary
 
-
-def _by_convention(results: Dict, evaluator, classes: List[str], convention: str) -> Dict:
-    """detectron2's results, with mIoU and per-class IoU recomputed from the confusion matrix
-    under ``convention`` (detectron2's own: as they are)."""
-    conf = confusion_matrix(evaluator) if "sem_seg" in results else None
-    if convention == "detectron2" or conf is None:
-        return results
-    iou = iou_per_class(conf, convention)
-    sem_seg = dict(results["sem_seg"], mIoU=float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan"))
-    sem_seg.update({f"IoU-{c}": float(v) for c, v in zip(classes, iou)})
-    return {**results, "sem_seg": sem_seg}

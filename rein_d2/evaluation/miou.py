@@ -11,7 +11,8 @@ from detectron2.evaluation import DatasetEvaluators, SemSegEvaluator
 
 from ..data.datasets.common import CITYSCAPES_CLASSES
 
-__all__ = ["CLASS_SUBSETS", "MIOU_CONVENTIONS", "confusion_matrix", "iou_per_class", "subset_miou"]
+__all__ = ["CLASS_SUBSETS", "MIOU_CONVENTIONS", "by_convention", "confusion_matrix", "iou_per_class",
+           "subset_miou"]
 
 MIOU_CONVENTIONS = ("detectron2", "mmseg")
 
@@ -58,14 +59,18 @@ def subset_miou(iou: Sequence[float], classes: Sequence[str], subset: str) -> fl
     return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
 
 
-def check_subsets(subsets: Sequence[str]) -> List[str]:
-    unknown = [s for s in subsets if s not in CLASS_SUBSETS]
-    if unknown:
-        raise ValueError(f"TEST.CLASS_SUBSETS: unknown subset {unknown[0]!r}; expected some of "
-                         f"{', '.join(CLASS_SUBSETS)}")
-    return list(subsets)
-
-
 def subset_record(subsets: Sequence[str]) -> Dict[str, Dict]:
     """What the protocol record says of each subset reported: its column and classes."""
     return {s: {"column": CLASS_SUBSETS[s][0], "classes": list(CLASS_SUBSETS[s][1])} for s in subsets}
+
+
+def by_convention(results: Dict, evaluator, classes: List[str], convention: str) -> Dict:
+    """detectron2's results, with mIoU and per-class IoU recomputed from the confusion matrix
+    under ``convention`` (detectron2's own: as they are)."""
+    conf = confusion_matrix(evaluator) if "sem_seg" in results else None
+    if convention == "detectron2" or conf is None:
+        return results
+    iou = iou_per_class(conf, convention)
+    sem_seg = dict(results["sem_seg"], mIoU=float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan"))
+    sem_seg.update({f"IoU-{c}": float(v) for c, v in zip(classes, iou)})
+    return {**results, "sem_seg": sem_seg}
