@@ -48,7 +48,8 @@ _CHOICES = {"SOLVER.AMP.PRECISION": ("float16", "bfloat16"),
             "MODEL.VIT.NECK": ("resize", "deconv"),
             "MODEL.MASK2FORMER.TEST.MODE": ("whole", "slide"),
             "MODEL.MASK2FORMER.TEST.AUTOCAST": ("", "bfloat16", "float16"),
-            "MODEL.COMPILE": ("", "default", "reduce-overhead", "max-autotune")}
+            "MODEL.COMPILE": ("", "default", "reduce-overhead", "max-autotune"),
+            "TEST.MIOU_CONVENTION": ("detectron2", "mmseg")}
 
 
 def check_config(cfg: CN) -> None:
@@ -57,6 +58,16 @@ def check_config(cfg: CN) -> None:
         value = functools.reduce(getattr, key.split("."), cfg)
         if value not in choices:
             raise UserError(f"{key} is {value!r}; expected one of {', '.join(choices)}")
+    from .evaluation.miou import CLASS_SUBSETS  # here: rein_d2 imports config before evaluation
+
+    unknown = [s for s in cfg.TEST.CLASS_SUBSETS if s not in CLASS_SUBSETS]
+    if unknown:
+        raise UserError(f"TEST.CLASS_SUBSETS holds {unknown[0]!r}; expected some of "
+                        f"{', '.join(CLASS_SUBSETS)}")
+    size = tuple(cfg.TEST.EVAL_SIZE)
+    if size and (len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size)):
+        raise UserError(f"TEST.EVAL_SIZE is {size!r}; expected () or (W, H), two positive "
+                        "integers, e.g. TEST.EVAL_SIZE \"(2048, 1024)\"")
 
 
 def add_rein_config(cfg: CN) -> CN:
@@ -166,6 +177,14 @@ def add_rein_config(cfg: CN) -> CN:
     # Inference network under autocast: "" (float32, the reference's numbers), "bfloat16" (CPU
     # or CUDA) or "float16" (CUDA); class and mask logits return to float32 before post-processing.
     cfg.MODEL.MASK2FORMER.TEST.AUTOCAST = ""
+    # Evaluation protocol, recorded in every dg_summary.json (docs/EVALUATION.md). (W, H) limits,
+    # aspect kept, replacing every target's registered evaluation size in this run; () = its own.
+    cfg.TEST.EVAL_SIZE = ()
+    # A class absent from a target's labels: "detectron2" leaves it out of mIoU; "mmseg" (the
+    # reference's) counts it as IoU 0 where it is predicted.
+    cfg.TEST.MIOU_CONVENTION = "detectron2"
+    # Class subsets reported beside mIoU: "synthia16" (mIoU16), "synthia13" (mIoU13).
+    cfg.TEST.CLASS_SUBSETS = []
     # torch.compile mode of the backbone, pixel decoder and query decoder ("" = eager; "default",
     # "reduce-overhead", "max-autotune"): same weights and keys; measured in the README.
     cfg.MODEL.COMPILE = ""

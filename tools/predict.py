@@ -11,7 +11,8 @@ Formats (rein_d2/evaluation/submission.py): cityscapes (label ids, <city>/<city>
 leftImg8bit.png, as the Cityscapes server and cityscapesscripts expect), acdc (label ids, the
 input's <condition>/<split>/<sequence>/ layout and names, as the ACDC server asks), bdd100k and
 trainid (train ids, 255 = ignore). Each image is predicted at its dataset's evaluation size
-(metadata eval_size; for a folder, that of DATASETS.TEST[0]) and written at its own size.
+(metadata eval_size; for a folder, that of DATASETS.TEST[0]; TEST.EVAL_SIZE "(W, H)" overrides
+it) and written at its own size.
 
 Resumable: images whose prediction exists are skipped (files are written under a temporary
 name, then renamed), so rerun the same command after an interruption. Inputs are never written
@@ -30,6 +31,7 @@ from rein_d2 import load_config
 from rein_d2.data.datasets.common import dataset_dicts_checked
 from rein_d2.engine import load_model_weights
 from rein_d2.evaluation import DGTestMapper
+from rein_d2.evaluation.protocol import eval_size_of
 from rein_d2.evaluation.submission import FORMATS, prediction_path, write_prediction
 from rein_d2.utils.cli import UserError, exit_on_user_error
 
@@ -58,14 +60,15 @@ def list_inputs(args, cfg):
         dicts = dataset_dicts_checked(args.dataset)
         meta = MetadataCatalog.get(args.dataset)
         root = meta.get("image_root", None) or os.path.commonpath([d["file_name"] for d in dicts])
-        return [{"file_name": d["file_name"]} for d in dicts], root, meta.get("eval_size", None)
+        return [{"file_name": d["file_name"]} for d in dicts], root, eval_size_of(cfg, args.dataset)[0]
     if not os.path.isdir(args.input):
         raise UserError(f"--input {args.input} is not a folder of images")
     files = sorted(os.path.join(r, f) for r, _, fs in os.walk(args.input) for f in fs
                    if f.lower().endswith(IMAGE_EXTENSIONS))
     if not files:
         raise UserError(f"--input {args.input} holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
-    size = MetadataCatalog.get(cfg.DATASETS.TEST[0]).get("eval_size", None) if cfg.DATASETS.TEST else None
+    size = (eval_size_of(cfg, cfg.DATASETS.TEST[0])[0] if cfg.DATASETS.TEST
+            else tuple(cfg.TEST.EVAL_SIZE) or None)
     return [{"file_name": f} for f in files], args.input, size
 
 

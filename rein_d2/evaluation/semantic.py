@@ -12,6 +12,7 @@ from PIL import Image
 
 from ..data.dataset_mappers.instance import read_image_checked
 from ..data.datasets.common import dataset_dicts_checked
+from .protocol import eval_size_of
 
 __all__ = ["DGTestMapper", "check_label_matches", "eval_resize_shape", "label_loader",
            "semantic_evaluator", "semantic_test_loader"]
@@ -94,8 +95,9 @@ def label_loader(num_classes: int, ignore_label: int):
 
 
 def semantic_test_loader(cfg, name: str):
-    """detectron2's test loader over ``name``, each image at the dataset's evaluation size."""
-    mapper = DGTestMapper(cfg.INPUT.FORMAT, MetadataCatalog.get(name).get("eval_size", None))
+    """detectron2's test loader over ``name``, each image at the dataset's evaluation size (or
+    this run's TEST.EVAL_SIZE)."""
+    mapper = DGTestMapper(cfg.INPUT.FORMAT, eval_size_of(cfg, name)[0])
     dicts = dataset_dicts_checked(name)  # an empty split: say which and where it looked
     return build_detection_test_loader(dicts, mapper=mapper, num_workers=cfg.DATALOADER.NUM_WORKERS)
 
