@@ -18,7 +18,17 @@ import numpy as np
 __all__ = ["RefusedPickle", "ModelZooUnpickler", "load_model_zoo"]
 
 _NUMERIC_KINDS = "biufc"  # bool, int, uint, float, complex
-_NDARRAY = object()  # numpy.ndarray as named in a pickle: only ever an argument of _reconstruct
+
+
+class _NdarrayName:
+    """numpy.ndarray as a pickle names it: an argument of _reconstruct, never called (called on
+    file data, ``ndarray(shape, dtype, buffer)`` would take any dtype, object pointers too)."""
+
+    def __call__(self, *args, **kwargs):
+        raise RefusedPickle("numpy.ndarray called on file data")
+
+
+_NDARRAY = _NdarrayName()
 
 
 class RefusedPickle(pickle.UnpicklingError):
@@ -43,10 +53,13 @@ class _DType:
         # Everything but the byte order must be what numpy itself writes for this dtype: a file
         # that changes the flags, fields or sizes describes another dtype under a numeric name.
         expected = self.plain.__reduce__()[2]
-        if not (isinstance(state, tuple) and len(state) in (8, 9) and state[2:8] == expected[2:8]
-                and (len(state) == 8 or state[8] is None)):
-            raise RefusedPickle(f"numpy dtype {self.name!r} with a crafted description "
-                                f"{reprlib.repr(state)} (numpy writes {expected!r})")
+        if not (isinstance(state, tuple) and len(state) in (8, 9)):
+            raise RefusedPickle(f"numpy dtype {self.name!r} with a description {reprlib.repr(state)}")
+        fields = ("subarray", "names", "fields", "itemsize", "alignment", "flags", "metadata")
+        crafted = [f"{field} {reprlib.repr(got)} (numpy writes {want!r})" for field, got, want
+                   in zip(fields, state[2:], expected[2:8] + (None,)) if got != want]
+        if crafted:
+            raise RefusedPickle(f"numpy dtype {self.name!r} with crafted {', '.join(crafted)}")
         order = state[1]
         if order in ("<", ">"):
             self.dtype = self.plain.newbyteorder(order)
