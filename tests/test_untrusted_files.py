@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import zipfile
 from typing import Tuple
 
 import numpy as np
@@ -116,6 +117,19 @@ def test_a_torchscript_archive_whose_setstate_writes_a_file_runs_nothing(tmp_pat
     err = capsys.readouterr().err
     assert rc == 1 and err.startswith(f"error: {payload}: refused") and err.count("\n") == 1, err
     assert not marker.exists() and not output.exists()
+
+    # An archive whose data.pkl calls a function itself, as an ordinary malicious pickle does.
+    class RunsCode:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+    crafted = tmp_path / "crafted.pt"
+    with zipfile.ZipFile(crafted, "w") as z:
+        z.writestr("crafted/data.pkl", pickle.dumps({"visual.proj": RunsCode()}, protocol=2))
+        z.writestr("crafted/code/__torch__/m.py", "")
+    with pytest.raises(CheckpointFileError, match=re.escape(
+            f"{crafted}: refused, a pickle that would run code (it loads the global posix.system)")):
+        load_official_checkpoint(str(crafted))
+    assert not marker.exists()
 
 
 def test_no_load_path_calls_torch_jit_load():
