@@ -5,7 +5,6 @@ at the checkpoint's own geometry, so that they only rename), then the patch-embe
 and the patch part of the position table are resized bicubically (align_corners=False) to the
 backbone's patch size and grid, exactly as the reference converts them offline.
 """
-import io
 import math
 from dataclasses import dataclass, field
 from typing import Dict, List
@@ -15,7 +14,7 @@ import torch.nn.functional as F
 
 from ..modeling.backbone.peft import lora_parameter_names
 from ..utils.cli import UserError
-from .io import is_torchscript, read_checkpoint, require_checkpoint_file
+from .io import is_torchscript, read_checkpoint, read_torchscript, require_checkpoint_file
 from ..modeling.backbone.vit_rein import ReinViT, build_timm_vit
 
 __all__ = ["ConversionReport", "CheckpointMismatchError", "load_official_checkpoint",
@@ -72,14 +71,14 @@ def load_official_checkpoint(path: str) -> Dict[str, torch.Tensor]:
 
     Handles plain state dicts (DINOv2, SAM), dicts wrapped in "model"/"module"/"state_dict"
     (EVA02, MAE) and TorchScript archives (OpenAI CLIP). Pickles are read with
-    weights_only=True; a TorchScript archive is read by torch.jit.load, which runs no pickle code.
+    weights_only=True; a TorchScript archive's tensors are read without loading it (torch.jit.load
+    would run the archive's code).
     """
     require_checkpoint_file(path)
     with open(path, "rb") as f:
         data = f.read()
-    if is_torchscript(data):  # torch.jit.load runs TorchScript, not pickle code
-        return {k: v.float() for k, v in torch.jit.load(io.BytesIO(data), map_location="cpu")
-                .state_dict().items()}
+    if is_torchscript(data):
+        return {k: v.float() for k, v in read_torchscript(path, data).items()}
     obj = read_checkpoint(path, data)
     for wrapper in ("model_ema", "model", "module", "state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
