@@ -3,7 +3,7 @@ with the script's own argument parser (no unknown flag, no missing argument), th
 exists and every KEY VALUE override names a real key of the right type; `make` targets exist.
 
 The commands are taken from the fenced code blocks of README.md, docs/*.md, datasets/README.md
-and projects/**/*.md. Placeholders (`<...>`, `...`) are
+and projects/**/*.md. Placeholders (`<...>`, `...`, shell variables) are
 parsed as values; a config given as a placeholder is not loaded. Commands
 that need no external data run in full elsewhere: the quick start's train_net / demo /
 evaluate_dg / predict / export commands in test_quickstart_fingerprint, test_demo,
@@ -58,7 +58,7 @@ COMMANDS = doc_commands()
 
 
 def _placeholder(word: str) -> bool:
-    return PLACEHOLDER in word or word == "..." or word.endswith("...")
+    return PLACEHOLDER in word or "$" in word or word == "..." or word.endswith("...")
 
 
 class _Parsed(Exception):
