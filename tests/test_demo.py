@@ -78,7 +78,7 @@ def _no_model(monkeypatch, demo):
     """Make building the model fail the test: the checks under test must come before it."""
     def fail(*args, **kwargs):
         raise AssertionError("the model was built before the output was checked")
-    monkeypatch.setattr(demo, "DefaultPredictor", fail)
+    monkeypatch.setattr(demo, "Predictor", fail)
 
 
 def _write_video(path, n, fourcc="MJPG"):
@@ -203,10 +203,12 @@ def test_missing_video_is_a_clear_error(demo, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_metadata_defaults_and_generic_names(demo):
-    city = demo.demo_metadata(None, 19)
+def test_metadata_defaults_and_generic_names():
+    from rein_d2.utils.visualizer import demo_metadata
+
+    city = demo_metadata(None, 19)
     assert city.stuff_classes[0] == "road" and city.stuff_classes[18] == "bicycle"
     assert city.stuff_colors[0] == [128, 64, 128]
-    generic = demo.demo_metadata(None, 3)
+    generic = demo_metadata(None, 3)
     assert generic.stuff_classes == ["class 0", "class 1", "class 2"]
     assert len(generic.stuff_colors) == 3 and generic.thing_classes == generic.stuff_classes

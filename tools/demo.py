@@ -39,82 +39,16 @@ import cv2
 import numpy as np
 import tqdm
 from PIL import UnidentifiedImageError
-from detectron2.data import MetadataCatalog
-from detectron2.data.catalog import Metadata
 from detectron2.data.detection_utils import read_image
-from detectron2.engine import DefaultPredictor
-from detectron2.utils.colormap import colormap
-from detectron2.utils.video_visualizer import VideoVisualizer
 
 from rein_d2 import load_config
-from rein_d2.data.datasets import CITYSCAPES_CLASSES, CITYSCAPES_COLORS
-from rein_d2.engine import load_model_weights
+from rein_d2.engine import check_weight_files
+from rein_d2.predictor import Predictor
 from rein_d2.utils.cli import UserError, exit_on_user_error, reclaim_overrides
-from rein_d2.utils.visualizer import draw_predictions, visible_metadata
+from rein_d2.utils.visualizer import OverlayDrawer
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 DEFAULT_OUTPUT = "demo_output"
-
-
-def _palette(n: int) -> List[List[int]]:
-    """n distinct-enough RGB colours (detectron2's colour map, cycled)."""
-    base = colormap(rgb=True, maximum=255).astype(int).tolist()
-    return [base[i % len(base)] for i in range(n)]
-
-
-def _fit(values, n: int):
-    return list(values) if values is not None and len(values) == n else None
-
-
-def demo_metadata(dataset: Optional[str], num_classes: int) -> Metadata:
-    """Metadata for drawing ``num_classes`` classes: from ``dataset``'s registered metadata, or
-    the 19 Cityscapes classes without one; lists whose length differs from ``num_classes`` are
-    replaced by generic names ("class 0", ...) and a fixed palette. A fresh object: the
-    registered metadata is not modified (a dataset without class names counts as none)."""
-    source = MetadataCatalog.get(dataset) if dataset else None
-    if source is not None and (source.get("stuff_classes", None) or source.get("thing_classes", None)):
-        stuff_classes, stuff_colors = source.get("stuff_classes", None), source.get("stuff_colors", None)
-        thing_classes, thing_colors = source.get("thing_classes", None), source.get("thing_colors", None)
-    else:  # no dataset, or one without class names: Cityscapes
-        stuff_classes, stuff_colors = CITYSCAPES_CLASSES, CITYSCAPES_COLORS
-        thing_classes, thing_colors = None, None
-    names = _fit(stuff_classes, num_classes) or _fit(thing_classes, num_classes)
-    if names is None:
-        names = [f"class {i}" for i in range(num_classes)]
-        colors = _palette(num_classes)
-    else:
-        colors = (_fit(stuff_colors, num_classes) if names == _fit(stuff_classes, num_classes) else None) \
-            or _fit(thing_colors, num_classes) or _palette(num_classes)
-    md = Metadata(name=f"rein_d2_demo:{dataset or 'cityscapes'}")
-    md.set(stuff_classes=names, stuff_colors=[list(map(int, c)) for c in colors],
-           thing_classes=_fit(thing_classes, num_classes) or list(names),
-           thing_colors=[list(map(int, c)) for c in (_fit(thing_colors, num_classes) or colors)])
-    if source is not None and source.get("thing_dataset_id_to_contiguous_id", None) is not None:
-        md.set(thing_dataset_id_to_contiguous_id=dict(source.thing_dataset_id_to_contiguous_id))
-    return md
-
-
-class OverlayDrawer:
-    """Model predictions (DefaultPredictor's output for one image) drawn over the image, with
-    rein_d2.utils.visualizer's readable labels, legend and colours. ``video=True`` keeps each
-    instance's colour from one call to the next (the frames of one video)."""
-
-    def __init__(self, metadata: Metadata, opacity: float = 0.5, confidence_threshold: float = 0.5,
-                 video: bool = False):
-        self.metadata = visible_metadata(metadata)
-        self.opacity = opacity
-        self.confidence_threshold = confidence_threshold
-        self.video = VideoVisualizer(self.metadata) if video else None
-
-    def __call__(self, image_bgr: np.ndarray, predictions: dict) -> np.ndarray:
-        """The overlay, BGR uint8, same size as ``image_bgr``."""
-        vis = draw_predictions(image_bgr[:, :, ::-1], predictions, self.metadata, self.opacity,
-                               self.confidence_threshold, video=self.video, no_segment_hint=NO_SEGMENT_HINT)
-        return np.ascontiguousarray(vis.output.get_image()[:, :, ::-1])
-
-
-NO_SEGMENT_HINT = ("none above MODEL.MASK2FORMER.TEST.OBJECT_MASK_THRESHOLD; lower it to see "
-                   "less confident segments")
 
 
 def open_video_writer(path: str, fps: float, size: Tuple[int, int]):
@@ -355,11 +289,7 @@ def main(argv=None) -> int:
         return 2
 
     cfg = setup_cfg(args)
-    for key in ("WEIGHTS", "TRAINED_WEIGHTS"):
-        weights = cfg.MODEL[key]
-        if weights and "://" not in weights and not os.path.isfile(weights):
-            _error(f"MODEL.{key} not found: {weights}")
-            return 2
+    check_weight_files(cfg)
     input_errors = []
     if args.input:
         paths, input_errors, skipped = expand_inputs(args.input)
@@ -379,16 +309,13 @@ def main(argv=None) -> int:
     # Both before the model is built: nothing is lost to an unusable --output.
     refuse_overwriting_inputs(outputs, paths, args.output)
     ensure_writable_folder(args.output)
-    # DefaultPredictor resizes as in testing; the weights go through rein_d2's loader so that
-    # a light checkpoint (MODEL.TRAINED_WEIGHTS) lands on top of the VFM.
-    predictor_cfg = cfg.clone()
-    predictor_cfg.defrost()
-    predictor_cfg.MODEL.WEIGHTS = ""
-    predictor = DefaultPredictor(predictor_cfg)
-    load_model_weights(cfg, predictor.model)
-    dataset = cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else None
-    draw = OverlayDrawer(demo_metadata(dataset, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES),
-                         opacity=args.opacity, confidence_threshold=args.confidence_threshold,
+    # Images at the config's test size (INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST); a light
+    # checkpoint (MODEL.TRAINED_WEIGHTS) lands on top of the VFM.
+    model = Predictor(cfg)
+
+    def predictor(image_bgr):
+        return model(image_bgr).outputs
+    draw = OverlayDrawer(model.metadata, opacity=args.opacity, confidence_threshold=args.confidence_threshold,
                          video=not args.input)
 
     if args.input:
