@@ -1,14 +1,13 @@
 """tools/demo.py on the miniature model: image folders (with corrupt and non-image files), a
 video, a truncated video, a missing video, outputs that would overwrite an input or cannot be
 written, the metadata used to draw, and config overrides after --input."""
-import importlib.util
 import os
 
 import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, config_path
+from conftest import config_path
 from test_meta_arch import MINI
 
 H, W = 64, 96
@@ -17,9 +16,7 @@ OPTS = [str(x) for x in MINI] + ["INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TE
 
 @pytest.fixture(scope="module")
 def demo():
-    spec = importlib.util.spec_from_file_location("rein_demo", os.path.join(REPO, "tools", "demo.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    from rein_d2.tools import demo as module  # what tools/demo.py runs
     return module
 
 
