@@ -7,7 +7,7 @@ tools make, applied to image files, arrays or lists of them.
     predictor = Predictor("configs/rein_dinov2.yaml", weights="weights/rein_dinov2_gtav.pth")
     pred = predictor("photo.jpg")              # a path, an HxWx3 BGR uint8 array, or a list
     pred.labels                                # HxW class ids at the image's own size
-    pred.probabilities                         # KxH xW class probabilities (sum 1 per pixel)
+    pred.probabilities                         # KxHxW class probabilities (sum 1 per pixel)
     cv2.imwrite("overlay.png", predictor.draw("photo.jpg", pred))
 
 Images are prepared as the domain-generalization evaluation prepares them (rein_d2.evaluation
@@ -121,7 +121,10 @@ class Predictor:
         if isinstance(config, CfgNode):
             cfg = config.clone()
             cfg.defrost()
-            cfg.merge_from_list(list(opts))
+            try:
+                cfg.merge_from_list(list(opts))
+            except (KeyError, ValueError, AssertionError) as e:
+                raise UserError(f"config override: {e}") from None
             check_config(cfg)
         else:
             cfg = load_config(os.fspath(config), opts)
