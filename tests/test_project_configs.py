@@ -96,15 +96,23 @@ def test_a_sibling_project_that_cannot_import_is_skipped_with_a_warning(tmp_path
     assert "a_module_that_is_not_installed_4c1e" in caplog.text
 
 
-def test_nothing_beside_a_config_is_imported(tmp_path):
+def test_nothing_beside_a_config_is_imported(tmp_path, monkeypatch):
     """A config under an unknown projects/<Name>/ folder, or under a known project's name in
-    another place, with packages beside it: none of them runs (the sentinel never appears)."""
+    another place, with packages beside it (one named as the known project's): none of them
+    runs (the sentinel never appears); the known project's installed package is imported."""
     from rein_d2 import load_config
+    from rein_d2.utils import projects
 
+    installed = tmp_path / "site-packages" / "known_pkg_9d2f"
+    installed.mkdir(parents=True)
+    (installed / "__init__.py").write_text(
+        "__all__ = ['add_known_config']\ndef add_known_config(cfg):\n    cfg.KNOWN = True\n")
+    monkeypatch.syspath_prepend(str(installed.parent))
+    monkeypatch.setattr(projects, "PROJECTS", {"Known": "known_pkg_9d2f"})
     sentinel = tmp_path / "sentinel"
-    for project in ("Evil", "ReinDet"):
+    for project in ("Evil", "Known"):
         root = tmp_path / project / "projects" / project
-        for package in ("evil_pkg_9d2f", "rein_det"):
+        for package in ("evil_pkg_9d2f", "known_pkg_9d2f"):
             (root / package).mkdir(parents=True)
             (root / package / "__init__.py").write_text(
                 f"open({str(sentinel)!r}, 'a').write('imported')\n"
@@ -113,5 +121,5 @@ def test_nothing_beside_a_config_is_imported(tmp_path):
         config = root / "configs" / "x.yaml"
         config.write_text(f"_BASE_: {os.path.join(REPO, 'configs', 'rein_dinov2.yaml')!r}\n")
         cfg = load_config(str(config))
-        assert "EVIL" not in cfg
+        assert "EVIL" not in cfg and ("KNOWN" in cfg) == (project == "Known")
     assert not sentinel.exists()
