@@ -15,6 +15,7 @@ DGTestMapper: a keep-ratio bilinear resize, then the model's own normalisation);
 MODEL.MASK2FORMER.TEST keys choose sliding windows (MODE "slide", CROP_SIZE, STRIDE) and
 autocast (AUTOCAST), as in every tool.
 """
+import numbers
 import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Union
@@ -135,7 +136,8 @@ class Predictor:
         if batch_size < 1:
             raise UserError(f"batch_size must be at least 1, got {batch_size}")
         size = default_eval_size(cfg) if isinstance(resize, str) and resize == TEST_SIZE else resize
-        if size is not None and (len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size)):
+        if size is not None and not (isinstance(size, (list, tuple)) and len(size) == 2 and all(
+                isinstance(v, numbers.Integral) and v > 0 for v in size)):
             raise UserError(f"resize must be (long edge, short edge) in pixels, {TEST_SIZE!r} or None; "
                             f"got {resize!r}")
         check_weight_files(cfg)  # a mistyped path: one line before the model is built

@@ -112,8 +112,9 @@ def test_the_tools_weight_checks(weights, tmp_path):
         Predictor(CONFIG, weights=str(tmp_path / "nowhere.pth"), opts=opts)
     with pytest.raises(UserError, match="MODEL.WEIGHTS is empty, so the frozen VFM would keep random weights"):
         Predictor(CONFIG, opts=opts)
-    with pytest.raises(UserError, match="resize must be"):
-        Predictor(CONFIG, weights=weights, opts=opts, resize=(512,))
+    for resize in [(512,), 512, "full", (512.5, 256)]:
+        with pytest.raises(UserError, match="resize must be"):
+            Predictor(CONFIG, weights=weights, opts=opts, resize=resize)
     predictor = Predictor(CONFIG, weights=weights, opts=opts, resize=None)
     for bad, said in [(np.zeros((8, 8), np.uint8), r"shape \(8, 8\)"),
                       (np.zeros((8, 8, 3), np.float32), "dtype float32"), (3, "a int")]:
