@@ -1,2 +1,2 @@
-"""The programs behind the command-line tools: ``tools/<name>.py`` runs ``rein_d2.tools.<name>``'s
-``main`` (so tests and scripts import them as modules; the command lines are the tools')."""
+"""Programs behind command-line tools, importable as modules: ``tools/demo.py`` runs
+``rein_d2.tools.demo.main`` (the command line is the tool's; tests and scripts import the module)."""
