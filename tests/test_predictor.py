@@ -146,6 +146,7 @@ def test_panoptic_and_instance_outputs_and_the_overlay(weights, dataset):
     assert overlay.shape == image.shape and overlay.dtype == np.uint8
     assert np.abs(overlay.astype(int) - image.astype(int)).mean() > 5
     semantic_only = Predictor(CONFIG, weights=weights, opts=[str(x) for x in MINI] + STRICT)
-    assert semantic_only(image).panoptic is None and semantic_only(image).instances is None
+    plain = semantic_only(image)
+    assert plain.panoptic is None and plain.instances is None
     assert semantic_only.draw(image).shape == image.shape  # predicted when no prediction is given
 
