@@ -22,16 +22,14 @@ import argparse
 import os
 import sys
 
-import torch
 import tqdm
 from detectron2.data import MetadataCatalog, build_detection_test_loader
-from detectron2.modeling import build_model
 
 from rein_d2 import load_config
 from rein_d2.data.datasets.common import dataset_dicts_checked
-from rein_d2.engine import load_model_weights
 from rein_d2.evaluation import DGTestMapper
 from rein_d2.evaluation.protocol import eval_size_of
+from rein_d2.predictor import Predictor
 from rein_d2.evaluation.submission import FORMATS, prediction_path, write_prediction
 from rein_d2.utils.cli import UserError, exit_on_user_error
 
@@ -89,15 +87,15 @@ def main(argv=None) -> int:
           f"{len(todo)} to predict ({args.format} format)")
     if not todo:
         return 0
-    model = build_model(cfg).eval()
-    load_model_weights(cfg, model)  # MODEL.WEIGHTS (+ MODEL.TRAINED_WEIGHTS); all or refused
+    # MODEL.WEIGHTS (+ MODEL.TRAINED_WEIGHTS): all or refused; images at the evaluation size
+    predictor = Predictor(cfg, resize=eval_size)
     loader = build_detection_test_loader(todo, mapper=_Mapper(cfg.INPUT.FORMAT, eval_size),
                                          batch_size=args.batch_size,
                                          num_workers=cfg.DATALOADER.NUM_WORKERS)
-    with torch.no_grad(), tqdm.tqdm(total=len(todo), unit="img") as bar:
+    with tqdm.tqdm(total=len(todo), unit="img") as bar:
         for batch in loader:
-            for d, out in zip(batch, model(batch)):
-                train_ids = out["sem_seg"].argmax(dim=0).to(torch.uint8).cpu().numpy()
+            for d, prediction in zip(batch, predictor.predict_inputs(batch)):
+                train_ids = prediction.labels
                 write_prediction(args.format, train_ids, d["out"], d["color"])
                 bar.update(1)
     print(f"wrote {len(todo)} prediction(s) to {args.output}")

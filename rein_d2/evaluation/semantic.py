@@ -45,13 +45,19 @@ class DGTestMapper:
         h, w = image.shape[:2]
         if "sem_seg_file_name" in d:
             check_label_matches(d["sem_seg_file_name"], d["file_name"], w, h)
+        out = {k: v for k, v in d.items() if k in ("file_name", "sem_seg_file_name", "image_id")}
+        out.update(self.model_input(image))
+        return out
+
+    def model_input(self, image: np.ndarray) -> Dict:
+        """The model's input for one image (HxWx3, INPUT.FORMAT order): "image" resized to the
+        evaluation size (CHW float32, 0..255) and the original "height" / "width"."""
+        h, w = image.shape[:2]
         nh, nw = eval_resize_shape(h, w, self.eval_size)
         if (nh, nw) != (h, w):
             image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
-        out = {k: v for k, v in d.items() if k in ("file_name", "sem_seg_file_name", "image_id")}
-        out.update(image=torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))).float(),
-                   height=h, width=w)
-        return out
+        return {"image": torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))).float(),
+                "height": h, "width": w}
 
 
 def check_label_matches(label_path: str, image_path: str, w: int, h: int):
