@@ -1,5 +1,23 @@
 from setuptools import find_packages, setup
 
+# rein_d2's projects are installed as top-level packages of their own (as detectron2 installs
+# its projects), from their folders: `import rein_panoptic, rein_det` works from anywhere, and
+# rein_d2.utils.projects imports them by these names. package -> folder holding it.
+PROJECTS = {"rein_panoptic": "projects/ReinPanoptic", "rein_det": "projects/ReinDet"}
+
+
+def project_packages():
+    """Every package and subpackage of the projects, with the folder each one lives in."""
+    packages, folders = [], {}
+    for package, root in PROJECTS.items():
+        for name in find_packages(where=root, include=[package, package + ".*"]):
+            packages.append(name)
+            folders[name] = f"{root}/{name.replace('.', '/')}"
+    return packages, folders
+
+
+_PROJECT_PACKAGES, _PROJECT_FOLDERS = project_packages()
+
 # detectron2 is deliberately not listed: its installed distribution may be named otherwise
 # (sal-detectron2, or a user's own build), so pip would look for "detectron2" on PyPI and fail.
 setup(
@@ -7,7 +25,8 @@ setup(
     version="0.1.0",
     description="Rein (CVPR 2024) for domain-generalized semantic segmentation in Detectron2",
     license="GPL-3.0",  # as the reference implementation (see LICENSE)
-    packages=find_packages(include=["rein_d2", "rein_d2.*"]),
+    packages=find_packages(include=["rein_d2", "rein_d2.*"]) + _PROJECT_PACKAGES,
+    package_dir=_PROJECT_FOLDERS,
     python_requires=">=3.10",
     # What rein_d2 itself imports, with the widest bounds known to work. numpy 2 is fine:
     # rein_d2 reads labels for detectron2's SemSegEvaluator itself (its default reader fails

@@ -1,6 +1,7 @@
 """rein_d2: Rein (CVPR 2024) for domain-generalized semantic segmentation in detectron2.
 
 Importing the package registers its backbones, its meta-architecture and its datasets.
+``from rein_d2 import Predictor`` gives predictions from Python (rein_d2.predictor).
 """
 try:
     import cv2  # noqa: F401  (any OpenCV distribution; setup.py lists none, see there)
@@ -13,4 +14,13 @@ from .config import add_rein_config, load_config
 from . import modeling  # noqa: F401  (registration on import)
 from . import data  # noqa: F401
 
-__all__ = ["add_rein_config", "load_config"]
+__all__ = ["Prediction", "Predictor", "add_rein_config", "load_config"]
+
+
+def __getattr__(name):
+    # The predictor on first use: its drawing part imports matplotlib (a second and more),
+    # which training and evaluation do not need.
+    if name in ("Predictor", "Prediction"):
+        from . import predictor
+        return getattr(predictor, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

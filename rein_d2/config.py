@@ -1,8 +1,10 @@
 """rein_d2's config keys, added to a detectron2 config by :func:`add_rein_config`."""
 import functools
 import os
+import re
 
 import torch
+import yaml
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
@@ -10,14 +12,57 @@ from .utils.cli import UserError
 from .utils.cpu import warn_if_slow_bfloat16
 from .utils.projects import import_project_of
 
-__all__ = ["add_rein_config", "check_config", "load_config"]
+__all__ = ["add_rein_config", "check_config", "load_config", "SafeCfgNode"]
+
+
+class _BaseRefused(UserError):
+    """A _BASE_ that cannot be read; the file naming it adds itself to the message."""
+
+    def __init__(self, base: str, reason: str):
+        super().__init__(f"_BASE_ {base}: {reason}")
+        self.base, self.reason = base, reason
+
+
+class SafeCfgNode(CN):
+    """detectron2's CfgNode, reading config files and their ``_BASE_`` files as plain YAML only.
+
+    detectron2 falls back to ``yaml.unsafe_load`` (``merge_from_file``'s ``allow_unsafe=True``),
+    which runs a ``!!python/...`` tag's code, and opens a ``_BASE_`` URL by downloading it. Here
+    a tag is refused, naming the file and line, and a ``_BASE_`` must be a local file."""
+
+    @classmethod
+    def _open_cfg(cls, filename):
+        return open(filename, "r", encoding="utf-8")
+
+    @classmethod
+    def load_yaml_with_base(cls, filename, allow_unsafe=False):
+        if "://" in filename:
+            raise _BaseRefused(filename, "a URL; rein_d2 downloads no config: download it and "
+                                         "name the local file")
+        if not os.path.isfile(filename):
+            raise _BaseRefused(filename, "no such file (a relative _BASE_ starts from the folder "
+                                         "of the file naming it)")
+        try:
+            return super().load_yaml_with_base(filename, allow_unsafe=False)
+        except _BaseRefused as e:  # raised by one of this file's bases
+            raise UserError(f"{filename}: _BASE_ {e.base}: {e.reason}") from None
+        except yaml.constructor.ConstructorError as e:
+            tag = re.search(r"tag '([^']*)'", str(e.problem))
+            tag = tag.group(1).replace("tag:yaml.org,2002:", "!!") if tag else "a tag"
+            raise UserError(f"{filename}: refused, line {e.problem_mark.line + 1} has the YAML "
+                            f"tag {tag}, which would run code; rein_d2 reads configs as plain "
+                            "YAML (numbers, strings, lists, mappings): remove the tag") from None
+        except yaml.YAMLError as e:
+            where = f"line {e.problem_mark.line + 1}: " if getattr(e, "problem_mark", None) else ""
+            raise UserError(f"{filename}: not valid YAML ({where}{getattr(e, 'problem', e)}); "
+                            "fix the file") from None
 
 
 def load_config(config_file: str, opts=(), add_config=()) -> CN:
     """detectron2's defaults plus rein_d2's keys (and those of each ``add_config`` function, as
-    a project's ``add_<x>_config``), then ``config_file`` and ``opts`` (KEY, VALUE, ...). A
-    config under ``projects/<Name>/`` first imports that project's packages, which register its
-    datasets, and adds their keys.
+    a project's ``add_<x>_config``), then ``config_file`` (plain YAML only: :class:`SafeCfgNode`)
+    and ``opts`` (KEY, VALUE, ...). A config under ``projects/<Name>/`` first imports that
+    project's packages, which register its datasets, and adds their keys.
     Without CUDA, MODEL.DEVICE defaults to "cpu" (an explicit MODEL.DEVICE in opts wins)."""
     opts = list(opts)
     flags = [o for o in opts if isinstance(o, str) and o.startswith("--")]
@@ -33,6 +78,7 @@ def load_config(config_file: str, opts=(), add_config=()) -> CN:
     # a projects/<Name>/ config: that project's packages registered, its keys added (once)
     for add in dict.fromkeys([*add_config, *import_project_of(config_file)]):
         add(cfg)
+    cfg = SafeCfgNode(cfg)  # every node: yacs merges only nodes of the same class
     cfg.merge_from_file(config_file)
     if not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
@@ -50,7 +96,8 @@ _CHOICES = {"SOLVER.AMP.PRECISION": ("float16", "bfloat16"),
             "MODEL.VIT.NECK": ("resize", "deconv"),
             "MODEL.MASK2FORMER.TEST.MODE": ("whole", "slide"),
             "MODEL.MASK2FORMER.TEST.AUTOCAST": ("", "bfloat16", "float16"),
-            "MODEL.COMPILE": ("", "default", "reduce-overhead", "max-autotune")}
+            "MODEL.COMPILE": ("", "default", "reduce-overhead", "max-autotune"),
+            "TEST.MIOU_CONVENTION": ("detectron2", "mmseg")}
 
 
 def check_config(cfg: CN) -> None:
@@ -59,6 +106,16 @@ def check_config(cfg: CN) -> None:
         value = functools.reduce(getattr, key.split("."), cfg)
         if value not in choices:
             raise UserError(f"{key} is {value!r}; expected one of {', '.join(choices)}")
+    from .evaluation.miou import CLASS_SUBSETS  # here: rein_d2 imports config before evaluation
+
+    unknown = [s for s in cfg.TEST.CLASS_SUBSETS if s not in CLASS_SUBSETS]
+    if unknown:
+        raise UserError(f"TEST.CLASS_SUBSETS holds {unknown[0]!r}; expected some of "
+                        f"{', '.join(CLASS_SUBSETS)}")
+    size = tuple(cfg.TEST.EVAL_SIZE)
+    if size and (len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size)):
+        raise UserError(f"TEST.EVAL_SIZE is {size!r}; expected () or (W, H), two positive "
+                        "integers, e.g. TEST.EVAL_SIZE \"(2048, 1024)\"")
 
 
 def add_rein_config(cfg: CN) -> CN:
@@ -168,6 +225,14 @@ def add_rein_config(cfg: CN) -> CN:
     # Inference network under autocast: "" (float32, the reference's numbers), "bfloat16" (CPU
     # or CUDA) or "float16" (CUDA); class and mask logits return to float32 before post-processing.
     cfg.MODEL.MASK2FORMER.TEST.AUTOCAST = ""
+    # Evaluation protocol, recorded in every dg_summary.json (docs/EVALUATION.md). (W, H) limits,
+    # aspect kept, replacing every target's registered evaluation size in this run; () = its own.
+    cfg.TEST.EVAL_SIZE = ()
+    # A class absent from a target's labels: "detectron2" leaves it out of mIoU; "mmseg" (the
+    # reference's) counts it as IoU 0 where it is predicted.
+    cfg.TEST.MIOU_CONVENTION = "detectron2"
+    # Class subsets reported beside mIoU: "synthia16" (mIoU16), "synthia13" (mIoU13).
+    cfg.TEST.CLASS_SUBSETS = []
     # torch.compile mode of the backbone, pixel decoder and query decoder ("" = eager; "default",
     # "reduce-overhead", "max-autotune"): same weights and keys; measured in the README.
     cfg.MODEL.COMPILE = ""

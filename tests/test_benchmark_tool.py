@@ -2,14 +2,11 @@
 (the measurements themselves are the benchmark's business, not asserted here)."""
 import json
 import os
-import sys
 
 import torch
 
+import benchmark  # dev/benchmark.py, which tools/benchmark.py runs
 from conftest import REPO
-
-sys.path.insert(0, os.path.join(REPO, "tools"))
-import benchmark  # noqa: E402
 
 
 def test_benchmark_writes_a_side_by_side_report(tmp_path):

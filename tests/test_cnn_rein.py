@@ -1,11 +1,14 @@
 """Rein on CNNs (ReinResNet, ReinConvNeXt), in the release's layout: one Rein per stage over
 its blocks, stage outputs as res2..res5, the head's queries the sum of the stages' queries.
 Checkpoints in the official layouts (mmseg / mmcls ResNetV1c, timm ResNet, the official
-ConvNeXt-22k, timm ConvNeXt) written by the tests convert tensor for tensor, and the features
-equal timm's own forward; release checkpoints keep backbone.reins.<stage>."""
+ConvNeXt-22k, mmpretrain ConvNeXt, timm ConvNeXt) written by the tests convert tensor for
+tensor, and the features equal timm's own forward (ConvNeXt: through the release's per-stage
+LayerNorm2d); release checkpoints keep backbone.reins.<stage>. Parity with the reference
+itself: test_reference_parity_cnn.py."""
 import pytest
 import timm
 import torch
+import torch.nn.functional as F
 from detectron2.modeling import build_backbone, build_model
 
 from conftest import REPO, config_path
@@ -72,16 +75,41 @@ def official_convnext(timm_state):
     return out
 
 
+def mmpretrain_convnext(timm_state):
+    """mmpretrain / mmcls ConvNeXt (what mmseg's ConvNeXt configs load): the official names with
+    depthwise_conv / pointwise_conv{1,2}, the final norm as norm3, under backbone., head.fc."""
+    out = {}
+    for k, v in official_convnext(timm_state).items():
+        if k.startswith("head."):
+            out["head.fc." + k[len("head."):]] = v
+            continue
+        k = k.replace(".dwconv.", ".depthwise_conv.").replace(".pwconv", ".pointwise_conv")
+        out["backbone." + ("norm3." + k[len("norm."):] if k.startswith("norm.") else k)] = v
+    return out
+
+
+def release_norms(source, maps):
+    """The release's ConvNeXt outputs: LayerNorm2d over channels (eps 1e-6) of each stage,
+    stages 0-2 without affine (weight 1, bias 0), stage 3 with the network's final norm."""
+    out = []
+    for i, m in enumerate(maps):
+        w, b = (source.head.norm.weight, source.head.norm.bias) if i == 3 else (None, None)
+        out.append(F.layer_norm(m.permute(0, 2, 3, 1), m.shape[1:2], w, b, 1e-6).permute(0, 3, 1, 2))
+    return out
+
+
 FORMATS = {  # format -> (network, writer)
     "mmseg ResNetV1c": ("resnet50", lambda s: {"state_dict": mmseg_resnet(s)}),
     "mmcls ResNetV1c": ("resnet50", lambda s: {"meta": {}, "state_dict": mmcls_resnet(s)}),
     "timm ResNet": ("resnet50", lambda s: s),
     "official ConvNeXt-22k": ("convnext_l", lambda s: {"model": official_convnext(s)}),
+    "mmpretrain ConvNeXt": ("convnext_l", lambda s: {"meta": {}, "state_dict": mmpretrain_convnext(s)}),
     "timm ConvNeXt": ("convnext_l", lambda s: s),
 }
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+# (the mmpretrain layout: tensor for tensor in test_convert_pretrained_then_train_from_the_file)
+@pytest.mark.parametrize("fmt", [f for f in FORMATS if f != "mmpretrain ConvNeXt"])
 def test_official_checkpoints_convert_tensor_for_tensor_and_features_are_timms(fmt, tmp_path):
     name, write = FORMATS[fmt]
     source = timm_source(name)
@@ -90,12 +118,21 @@ def test_official_checkpoints_convert_tensor_for_tensor_and_features_are_timms(f
     converted, report = convert_official_checkpoint(load_official_checkpoint(str(tmp_path / "w.pth")), backbone)
     backbone.vit.load_state_dict(converted, strict=True)
     for k, v in backbone.vit.state_dict().items():
+        if k.startswith("stage_norms."):  # in no ImageNet file: LayerNorm2d's initial values
+            assert torch.equal(v, torch.full_like(v, float(k.endswith("weight")))), k
+            assert k in report.initialised
+            continue
         assert torch.equal(v, source.state_dict()[k]), k
-    assert report.dropped and all("fc" in k or "head" in k for k in report.dropped)  # the classifier
+    file_keys = list(load_official_checkpoint(str(tmp_path / "w.pth")))
+    # the classifier, named as the file names it
+    assert report.dropped and set(report.dropped) == {
+        k for k in file_keys if ("fc." in k or k.startswith("head.")) and "head.norm." not in k}
 
     x = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ref = source.forward_intermediates(x, indices=4, intermediates_only=True)
+        if name == "convnext_l":
+            ref = release_norms(source, ref)
         out = backbone(x)
     for key, m in zip(("res2", "res3", "res4", "res5"), ref):
         torch.testing.assert_close(out[key], m, rtol=0, atol=1e-5, msg=key)
@@ -115,6 +152,15 @@ def test_checkpoints_of_another_design_or_depth_are_refused(tmp_path):
         convert_official_checkpoint(deeper, backbone)
     with pytest.raises(CheckpointMismatchError, match="not a ConvNeXt checkpoint"):
         convert_official_checkpoint(timm_source("resnet50").state_dict(), build_backbone(cfg_for("convnext_l")))
+    # A deeper ConvNeXt in the mmpretrain layout: refused naming the file's keys (timm's filter
+    # alone would stop at a bare KeyError).
+    cx = timm_source("convnext_l").state_dict()
+    cx.update({k.replace("stages.2.blocks.0.", "stages.2.blocks.5."): v.clone() for k, v in cx.items()
+               if k.startswith("stages.2.blocks.0.")})
+    with pytest.raises(CheckpointMismatchError) as e:
+        convert_official_checkpoint(mmpretrain_convnext(cx), build_backbone(cfg_for("convnext_l")))
+    assert "has 9 weights the backbone has no place for (backbone.stages.2.5.gamma, " in str(e.value)
+    assert "backbone.stages.2.5.pointwise_conv1.weight" in str(e.value) and "\n" not in str(e.value)
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -156,23 +202,31 @@ def test_a_release_checkpoint_keeps_the_per_stage_rein_names(tmp_path):
     assert "backbone.reins.3.learnable_tokens_b" in out and report.vfm_keys
 
 
-def test_convert_pretrained_then_train_from_the_file(tmp_path, capsys):
+@pytest.mark.parametrize("fmt", ["mmseg ResNetV1c", "mmpretrain ConvNeXt"])
+def test_convert_pretrained_then_train_from_the_file(fmt, tmp_path, capsys):
     """tools/convert_pretrained.py writes MODEL.WEIGHTS for a CNN config, and training accepts
-    it as the whole frozen network (batch-norm statistics included), refusing nothing."""
+    it as the whole frozen network (batch-norm statistics, ConvNeXt's new stage norms
+    included), refusing nothing: no weight stays random."""
     import importlib.util
     import os
 
     from rein_d2.engine import load_model_weights
-    torch.save({"state_dict": mmseg_resnet(timm_source("resnet50").state_dict())}, tmp_path / "r50_v1c.pth")
+    name, write = FORMATS[fmt]
+    source = timm_source(name).state_dict()
+    torch.save(write(source), tmp_path / "official.pth")
     spec = importlib.util.spec_from_file_location("convert_pretrained", os.path.join(REPO, "tools", "convert_pretrained.py"))
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
-    assert tool.main(["--config-file", config_path(CONFIGS["resnet50"]), "--input", str(tmp_path / "r50_v1c.pth"),
+    assert tool.main(["--config-file", config_path(CONFIGS[name]), "--input", str(tmp_path / "official.pth"),
                       "--output", str(tmp_path / "w.pth"), "MODEL.CNN.DEPTHS", str(list(DEPTHS))]) == 0
-    assert "resnet50c" in capsys.readouterr().out
-    cfg = cfg_for("resnet50", "MODEL.ALLOW_RANDOM_WEIGHTS", False, "MODEL.WEIGHTS", str(tmp_path / "w.pth"))
+    printed = capsys.readouterr().out
+    assert TIMM[name] in printed
+    if name == "convnext_l":
+        assert "dropped 2 keys: head.fc.weight, head.fc.bias" in printed  # the file's names
+        assert "initial values (6 keys): stage_norms.0.weight" in printed
+    cfg = cfg_for(name, "MODEL.ALLOW_RANDOM_WEIGHTS", False, "MODEL.WEIGHTS", str(tmp_path / "w.pth"))
     model = build_model(cfg)
     load_model_weights(cfg, model, inference=False)
-    for k, v in timm_source("resnet50").state_dict().items():
-        if not k.startswith("fc."):
+    for k, v in source.items():
+        if not k.startswith(("fc.", "head.fc.")):
             assert torch.equal(model.backbone.vit.state_dict()[k], v), k

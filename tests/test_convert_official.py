@@ -225,7 +225,11 @@ def dinov3_official(embed_dim, depth, num_heads, seed=4):
     s.add("patch_embed.proj.weight", (c, 3, 16, 16), (3 * 16 * 16) ** -0.5,
           timm_key="patch_embed.proj.weight")
     s.add("patch_embed.proj.bias", (c,), 0.1, timm_key="patch_embed.proj.bias")
-    s.put("rope_embed.periods", torch.rand(c // num_heads // 4, generator=s.gen) * 100)
+    # Meta's periods base ** (2k / (2n)), stored in bfloat16 as the released files hold them;
+    # rein_d2 uses these stored values, as Meta's model does (timm recomputes them in float32).
+    n = c // num_heads // 4
+    s.put("rope_embed.periods", (100.0 ** (torch.arange(n) / n)).to(torch.bfloat16),
+          timm_key="rope.periods")
     for i in range(depth):
         b = f"blocks.{i}"
         s.layernorm(f"{b}.norm1", c, f"{b}.norm1")
@@ -329,6 +333,9 @@ def timm_reference(fmt: Format, weights: Dict[str, torch.Tensor]) -> nn.Module:
     model = timm.create_model(VFM_ARCHS[fmt.arch].timm_name, pretrained=False, img_size=IMG,
                               patch_size=PATCH, num_classes=0, global_pool="",
                               **MINI, **fmt.layout).eval()
+    weights = dict(weights)
+    if "rope.periods" in weights:  # DINOv3: timm's periods buffer is not in its state dict
+        model.rope.periods.copy_(weights.pop("rope.periods"))
     missing, unexpected = model.load_state_dict(weights, strict=False)
     assert not unexpected
     assert all(k.split(".")[0] in ("norm", "fc_norm", "head", "neck") for k in missing), missing
@@ -424,6 +431,22 @@ def test_report_names_dropped_keys(official):
     assert {"image_encoder.neck.0.weight", "prompt_encoder.no_mask_embed.weight",
             "mask_decoder.iou_token.weight"} <= set(report.dropped)
     assert not any(k.startswith("image_encoder.blocks.") for k in report.dropped)
+
+
+def test_dinov3_keeps_its_files_rope_periods(official):
+    """The stored (bfloat16) periods are what the backbone uses; a file without them gets
+    timm's float32 formula, reported as written by the model."""
+    state = load_official_checkpoint(official["dinov3"][0])
+    backbone = make_backbone(FORMATS["dinov3"])
+    formula = backbone.vit.rope.periods.clone()
+    converted, report = convert_official_checkpoint(dict(state), backbone)
+    assert torch.equal(converted["rope.periods"], state["rope_embed.periods"].float())
+    assert not torch.equal(converted["rope.periods"], formula)  # bfloat16-rounded
+    assert "rope_embed.periods" not in report.dropped and report.initialised == []
+    del state["rope_embed.periods"]
+    converted, report = convert_official_checkpoint(state, backbone)
+    assert torch.equal(converted["rope.periods"], formula) and report.initialised == ["rope.periods"]
+    assert "written with the model's initial values (1 keys): rope.periods" in report.summary()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -87,7 +87,7 @@ def test_vfm_weights_inside_the_release_are_converted(setup, fixtures_dir, capsy
     ("extra_head_key", "decode_head.extra_proj.weight -> predictor.extra_proj.weight: not in this model"),
     ("foreign_prefix", "auxiliary_head.conv_seg.weight: no rein_d2 module takes this prefix"),
     ("wrong_shape", "decode_head.cls_embed.weight -> predictor.cls_embed.weight: shape (7, 32)"),
-    ("missing_key", "lacks these trainable weights of the model: backbone.rein.transform.weight"),
+    ("missing_key", "lacks 1 trainable weights of the model: backbone.reins.transform.weight"),
     ("foreign_vfm", "the VFM under backbone.*: unrecognised checkpoint: expected the official key"),
 ])
 def test_faults_are_errors_naming_the_key(setup, capsys, fault, message):
@@ -109,6 +109,20 @@ def test_faults_are_errors_naming_the_key(setup, capsys, fault, message):
     assert not os.path.exists(dst)  # nothing half-written
 
 
+def test_a_release_holding_rein_only_is_refused_naming_the_heads_release_keys(setup, capsys):
+    yaml, state, tmp = setup
+    rein_only = {k: v for k, v in state.items() if k.startswith("backbone.reins.")}
+    rc, dst = run(yaml, rein_only, tmp)
+    err = capsys.readouterr().err
+    assert rc == 1 and not os.path.exists(dst)
+    assert len(err.strip().splitlines()) == 1, err
+    assert "holds no decode head, only backbone.reins." in err
+    assert "needs the head's 120 decode_head.* weights (decode_head." in err
+    assert "pixel_decoder." not in err.replace("decode_head.pixel_decoder.", "")  # no rein_d2 names
+    assert "predictor." not in err
+    assert "Convert the release checkpoint that holds Rein and the head together" in err
+
+
 def test_config_that_does_not_match_the_checkpoint(setup, capsys):
     yaml, state, tmp = setup
     rc, _ = run(yaml, state, tmp, "MODEL.REIN.LINK_TOKEN_TO_QUERY", "False")
@@ -116,7 +130,7 @@ def test_config_that_does_not_match_the_checkpoint(setup, capsys):
     assert rc == 1
     assert "predictor.querys2feat.weight: not in this model" in err
     assert "MODEL.REIN.LINK_TOKEN_TO_QUERY" in err
-    assert "predictor.query_feat.weight" in err  # what the unlinked model would need
+    assert "decode_head.query_feat.weight" in err  # what the unlinked model would need, by release name
 
 
 def test_missing_or_unreadable_input(setup, capsys, tmp_path):

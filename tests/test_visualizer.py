@@ -8,7 +8,6 @@ from detectron2.data.catalog import Metadata
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.video_visualizer import VideoVisualizer
 
-from conftest import REPO
 from rein_d2.data.datasets import CITYSCAPES_CLASSES, CITYSCAPES_COLORS
 from rein_d2.utils.visualizer import (MIN_LUMINANCE, draw_predictions, luminance, visible_color,
                                       visible_metadata)
@@ -93,12 +92,8 @@ def test_instance_colours_are_kept_from_frame_to_frame_in_a_video():
 
 def test_the_demo_writes_browser_playable_video(tmp_path):
     import cv2
-    import importlib.util
-    import os
 
-    spec = importlib.util.spec_from_file_location("demo_tool", os.path.join(REPO, "tools", "demo.py"))
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
+    from rein_d2.tools import demo
     writer, path = demo.open_video_writer(str(tmp_path / "v.webm"), 10.0, (64, 48))
     for i in range(3):
         writer.write(np.full((48, 64, 3), 40 * i, np.uint8))

@@ -9,8 +9,8 @@ official 14x14 patch kernel and position table are resized to its patch size and
 (docs/method.md section 3). Supported: DINOv2 (facebookresearch .pth), DINOv3 (Meta's .pth),
 EVA02 (BAAI, in "model"), OpenAI CLIP ViT-L/14 (TorchScript .pt), SAM (segment-anything,
 image_encoder.*), MAE (in "model"), any timm ViT by name (its timm checkpoint), ResNet-50/101
-V1c (mmseg / mmcls / timm) and ConvNeXt-L (the official 22k release or timm). A checkpoint of
-another architecture is refused with the reason.
+V1c (mmseg / mmcls / timm) and ConvNeXt-L (the official 22k release, mmpretrain / mmcls or
+timm). A checkpoint of another architecture is refused with the reason.
 """
 import argparse
 import os

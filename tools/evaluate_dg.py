@@ -14,6 +14,12 @@ the mean over the targets, and writes dg_summary.{json,csv,png} to --output-dir.
 --datasets, DATASETS.TEST is used. A config under projects/<Name>/ registers that project's
 datasets (rein_d2.load_config imports its package).
 
+The protocol is recorded in dg_summary.json and printed above the table (docs/EVALUATION.md):
+`--eval-size W H` (or TEST.EVAL_SIZE "(W, H)") evaluates every target at that size instead of
+its own; MODEL.MASK2FORMER.TEST.MODE / CROP_SIZE / STRIDE choose whole image or windows;
+TEST.MIOU_CONVENTION mmseg scores as the reference does; TEST.CLASS_SUBSETS "['synthia16',
+'synthia13']" adds mIoU16 / mIoU13.
+
 With --corruptions (e.g. `--corruptions all`, Cityscapes-C's 15 + 4), each (semantic) target is also
 scored under every corruption at every --severities level, applied deterministically at
 evaluation time: mIoU per corruption and severity, their mean (mPC) and its ratio to the clean
@@ -40,6 +46,9 @@ def main(argv=None) -> int:
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--datasets", nargs="+", help="registered target datasets")
     parser.add_argument("--output-dir", default="output/dg")
+    parser.add_argument("--eval-size", nargs=2, type=int, metavar=("W", "H"),
+                        help="evaluate every target at this size (long, short edge limits, aspect "
+                             "kept) instead of its own: sets TEST.EVAL_SIZE")
     parser.add_argument("--corruptions", nargs="+", metavar="NAME",
                         help="also score each target under these image corruptions: names of the "
                              "imagecorruptions package, or common (15), extra (4), all (19)")
@@ -57,6 +66,8 @@ def main(argv=None) -> int:
             raise ValueError(f"--severities must be 1..5, got {args.severities}")
     except ValueError as e:
         parser.error(str(e))
+    if args.eval_size:
+        args.opts += ["TEST.EVAL_SIZE", str(tuple(args.eval_size))]
     cfg = load_config(args.config_file, args.opts)
     setup_logger(name="rein_d2")
     model = build_model(cfg).eval()

@@ -11,7 +11,8 @@ Formats (rein_d2/evaluation/submission.py): cityscapes (label ids, <city>/<city>
 leftImg8bit.png, as the Cityscapes server and cityscapesscripts expect), acdc (label ids, the
 input's <condition>/<split>/<sequence>/ layout and names, as the ACDC server asks), bdd100k and
 trainid (train ids, 255 = ignore). Each image is predicted at its dataset's evaluation size
-(metadata eval_size; for a folder, that of DATASETS.TEST[0]) and written at its own size.
+(metadata eval_size; for a folder, that of DATASETS.TEST[0]; TEST.EVAL_SIZE "(W, H)" overrides
+it) and written at its own size.
 
 Resumable: images whose prediction exists are skipped (files are written under a temporary
 name, then renamed), so rerun the same command after an interruption. Inputs are never written
@@ -21,15 +22,14 @@ import argparse
 import os
 import sys
 
-import torch
 import tqdm
 from detectron2.data import MetadataCatalog, build_detection_test_loader
-from detectron2.modeling import build_model
 
 from rein_d2 import load_config
 from rein_d2.data.datasets.common import dataset_dicts_checked
-from rein_d2.engine import load_model_weights
 from rein_d2.evaluation import DGTestMapper
+from rein_d2.evaluation.protocol import eval_size_of
+from rein_d2.predictor import Predictor
 from rein_d2.evaluation.submission import FORMATS, prediction_path, write_prediction
 from rein_d2.utils.cli import UserError, exit_on_user_error
 
@@ -58,14 +58,15 @@ def list_inputs(args, cfg):
         dicts = dataset_dicts_checked(args.dataset)
         meta = MetadataCatalog.get(args.dataset)
         root = meta.get("image_root", None) or os.path.commonpath([d["file_name"] for d in dicts])
-        return [{"file_name": d["file_name"]} for d in dicts], root, meta.get("eval_size", None)
+        return [{"file_name": d["file_name"]} for d in dicts], root, eval_size_of(cfg, args.dataset)[0]
     if not os.path.isdir(args.input):
         raise UserError(f"--input {args.input} is not a folder of images")
     files = sorted(os.path.join(r, f) for r, _, fs in os.walk(args.input) for f in fs
                    if f.lower().endswith(IMAGE_EXTENSIONS))
     if not files:
         raise UserError(f"--input {args.input} holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
-    size = MetadataCatalog.get(cfg.DATASETS.TEST[0]).get("eval_size", None) if cfg.DATASETS.TEST else None
+    size = (eval_size_of(cfg, cfg.DATASETS.TEST[0])[0] if cfg.DATASETS.TEST
+            else tuple(cfg.TEST.EVAL_SIZE) or None)
     return [{"file_name": f} for f in files], args.input, size
 
 
@@ -86,15 +87,15 @@ def main(argv=None) -> int:
           f"{len(todo)} to predict ({args.format} format)")
     if not todo:
         return 0
-    model = build_model(cfg).eval()
-    load_model_weights(cfg, model)  # MODEL.WEIGHTS (+ MODEL.TRAINED_WEIGHTS); all or refused
+    # MODEL.WEIGHTS (+ MODEL.TRAINED_WEIGHTS): all or refused; images at the evaluation size
+    predictor = Predictor(cfg, resize=eval_size)
     loader = build_detection_test_loader(todo, mapper=_Mapper(cfg.INPUT.FORMAT, eval_size),
                                          batch_size=args.batch_size,
                                          num_workers=cfg.DATALOADER.NUM_WORKERS)
-    with torch.no_grad(), tqdm.tqdm(total=len(todo), unit="img") as bar:
+    with tqdm.tqdm(total=len(todo), unit="img") as bar:
         for batch in loader:
-            for d, out in zip(batch, model(batch)):
-                train_ids = out["sem_seg"].argmax(dim=0).to(torch.uint8).cpu().numpy()
+            for d, prediction in zip(batch, predictor.predict_inputs(batch)):
+                train_ids = prediction.labels
                 write_prediction(args.format, train_ids, d["out"], d["color"])
                 bar.update(1)
     print(f"wrote {len(todo)} prediction(s) to {args.output}")

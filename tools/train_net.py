@@ -12,7 +12,10 @@
 Evaluation covers every DATASETS.TEST target at its evaluation size and reports the mean over
 the target domains (a test set of the training domain is reported apart). Instance and
 panoptic datasets are scored by the detectron2 evaluator of their evaluator_type (mask AP, PQ).
-TEST.AUG.ENABLED adds a flip / multi-scale test-time-augmentation evaluation (keys *_TTA).
+TEST.AUG.ENABLED adds a flip / multi-scale test-time-augmentation evaluation (keys *_TTA, summary
+in OUTPUT_DIR/inference_TTA). The evaluation protocol's keys (TEST.EVAL_SIZE, TEST.MIOU_CONVENTION,
+TEST.CLASS_SUBSETS, MODEL.MASK2FORMER.TEST.MODE / CROP_SIZE / STRIDE; docs/EVALUATION.md) apply
+here too, and every dg_summary.json records them.
 Flags (--resume, --eval-only, --num-gpus) go before the KEY VALUE overrides. Wrong weights, a
 config that does not fit the checkpoint, a diverging run and a failed save each stop the run
 with one line saying what to do, and exit status 2.
@@ -48,9 +51,10 @@ def evaluate(cfg, resume: bool):
         logger.warning("--resume: no last_checkpoint in %s; evaluating MODEL.WEIGHTS / "
                        "MODEL.TRAINED_WEIGHTS", cfg.OUTPUT_DIR)
     load_model_weights(cfg, model, resume_file=last)
-    results = ReinTrainer.test(cfg, model)
+    files = [f for f in (cfg.MODEL.WEIGHTS, cfg.MODEL.TRAINED_WEIGHTS, last) if f]  # as loaded, for the record
+    results = ReinTrainer.test(cfg, model, weight_files=files)
     if cfg.TEST.AUG.ENABLED:
-        results.update(ReinTrainer.test_with_TTA(cfg, model))
+        results.update(ReinTrainer.test_with_TTA(cfg, model, weight_files=files))
     return results
 
 

@@ -7,13 +7,11 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # rein_det
+from detectron2.data import DatasetCatalog
 
-from detectron2.data import DatasetCatalog  # noqa: E402
-
-from rein_d2.data.datasets.common import check_count, datasets_root  # noqa: E402
-from rein_d2.data.datasets.labels import run_prepare  # noqa: E402
-from rein_det.foggy_cityscapes import FOGGY_BETAS, SPLITS  # noqa: E402
+from rein_d2.data.datasets.common import check_count, datasets_root
+from rein_d2.data.datasets.labels import run_prepare
+from rein_det.foggy_cityscapes import FOGGY_BETAS, SPLITS
 
 SIZES = {"train": 2975, "val": 500}
 

@@ -10,25 +10,21 @@ tools/train_net.py with ReinDet's config keys, backbone, mapper and datasets.
 
 Flags (--resume, --eval-only, --num-gpus) are those of tools/train_net.py. The test sets are
 scored with detectron2's COCOEvaluator (box and mask AP). BDD100K's instance set comes from
-projects/ReinPanoptic (rein_panoptic), imported when it is there.
+projects/ReinPanoptic (rein_panoptic, installed with rein_d2), imported when it imports.
 """
 import importlib.util
 import logging
 import os
 import sys
 
+from detectron2.data import DatasetCatalog
+
+from rein_d2 import load_config
+from rein_d2.utils.cli import UserError
+from rein_det import add_reindet_config  # (registers the backbone, mapper, datasets)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, HERE)  # rein_det
-PANOPTIC = os.path.join(REPO, "projects", "ReinPanoptic")
-if os.path.isdir(PANOPTIC):
-    sys.path.insert(1, PANOPTIC)
-
-from detectron2.data import DatasetCatalog  # noqa: E402
-
-from rein_d2 import load_config  # noqa: E402
-from rein_d2.utils.cli import UserError  # noqa: E402
-from rein_det import add_reindet_config  # noqa: E402  (registers the backbone, mapper, datasets)
 
 logger = logging.getLogger("rein_d2")
 
@@ -63,7 +59,8 @@ def check_datasets(cfg) -> None:
                                           for n in unknown):
         hint = (" cityscapes_instance_* and bdd100k_instance_* are registered by "
                 "projects/ReinPanoptic's package rein_panoptic, "
-                f"which could not be imported from {PANOPTIC} ({PANOPTIC_ERROR}): add that project, "
+                f"which could not be imported ({PANOPTIC_ERROR}): install it (pip install -e . installs "
+                "it with rein_d2) and its requirements, "
                 "or leave BDD100K out, e.g. DATASETS.TEST '(\"foggy_cityscapes_0.02_instance_val\",)'")
     raise UserError(f"unregistered dataset(s) in the config: {', '.join(unknown)}.{hint}")
 

@@ -2,8 +2,11 @@
 
 Every weights file rein_d2 opens goes through :func:`read_checkpoint`:
 - PyTorch files (zip or legacy) are read with ``torch.load(weights_only=True)``;
+- TorchScript archives (OpenAI CLIP), for the converters only, by :func:`read_torchscript`,
+  which takes their tensors without running their code;
 - ``.pkl`` files (detectron2's model zoo: pickled dicts of numpy arrays) are read by an
-  unpickler that admits only the globals such files hold, and refuses any other by name;
+  unpickler whose only globals are inert stand-ins for numpy's array and dtype reconstructors
+  (:mod:`.numpy_pickle`): plain numeric dtypes only, any other global refused by name;
 - anything else (a truncated archive, an image renamed ``.pth``, a pickle that would run
   code) raises :class:`CheckpointFileError` with one line: the path, what the file is, and
   what to do.
@@ -17,48 +20,37 @@ import zipfile
 import torch
 
 from ..utils.cli import UserError
+from .numpy_pickle import RefusedPickle, load_model_zoo
+from .torchscript import TorchScriptRefused, read_torchscript_tensors
 
-__all__ = ["CheckpointFileError", "read_checkpoint", "require_checkpoint_file", "read_model_zoo_pickle", "is_torchscript"]
+__all__ = ["CheckpointFileError", "read_checkpoint", "require_checkpoint_file", "read_model_zoo_pickle",
+           "is_torchscript", "read_torchscript"]
 
 
 class CheckpointFileError(UserError):
     """A weights file that cannot be used: unreadable, not a checkpoint, or unsafe to load."""
 
 
-# What detectron2 model-zoo pickles hold: nested dicts/lists of numbers, strings and numpy
-# arrays. Arrays unpickle through numpy's reconstructors; Python 3 pickles of bytes through
-# _codecs.encode. Nothing here can run other code.
-_SAFE_PICKLE_GLOBALS = {
-    ("collections", "OrderedDict"),
-    ("_codecs", "encode"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "scalar"),
-}
-
 _MAGIC = [(b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image"), (b"GIF8", "a GIF image"),
           (b"%PDF", "a PDF document"), (b"\x1f\x8b", "a gzip archive (unpack it first)"),
           (b"<", "an HTML or XML page (a failed download?)"), (b"{", "a JSON/text file")]
 
 
-class _ModelZooUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        if (module, name) in _SAFE_PICKLE_GLOBALS:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"GLOBAL {module}.{name}")
-
-
 def read_model_zoo_pickle(path: str):
-    """A detectron2 model-zoo ``.pkl`` (dicts of numpy arrays), refusing any other global."""
+    """A detectron2 model-zoo ``.pkl`` (dicts of plain numeric numpy arrays), refusing any
+    other global and any array or dtype such files never hold."""
     with open(path, "rb") as f:
         try:
-            return _ModelZooUnpickler(f, encoding="latin1").load()
+            return load_model_zoo(f)
+        except RefusedPickle as e:
+            raise CheckpointFileError(
+                f"{path}: refused, {e}; rein_d2 reads .pkl files of numpy arrays of plain numbers "
+                "(bool, int, uint, float, complex): save the weights with torch.save or "
+                "pickle.dump of such arrays") from None
         except pickle.UnpicklingError as e:
             raise _unpickling_error(path, e, "truncated or corrupt pickle") from None
-        except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as e:
+        except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+                RecursionError) as e:
             raise CheckpointFileError(f"{path}: truncated or corrupt pickle ({type(e).__name__}); "
                                       "download or copy the file again") from None
 
@@ -85,6 +77,25 @@ def is_torchscript(data: bytes) -> bool:
         return False
     with zipfile.ZipFile(io.BytesIO(data)) as z:
         return any("/code/" in n or n.startswith("code/") for n in z.namelist())
+
+
+def read_torchscript(path: str, data: bytes):
+    """{name: tensor} of the TorchScript archive ``path`` (bytes ``data``), read without running
+    its code (:mod:`.torchscript`)."""
+    try:
+        return read_torchscript_tensors(data)
+    except TorchScriptRefused as e:
+        raise CheckpointFileError(
+            f"{path}: refused, a TorchScript archive holding {e}; rein_d2 reads only the tensors "
+            "of plain modules (as in OpenAI CLIP's .pt): convert such an archive with "
+            "torch.save(module.state_dict()) where you trust it") from None
+    except pickle.UnpicklingError as e:
+        raise _unpickling_error(path, e, "corrupt TorchScript archive") from None
+    except (zipfile.BadZipFile, EOFError, ValueError, TypeError, AttributeError, IndexError,
+            KeyError, RecursionError, RuntimeError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointFileError(f"{path}: truncated or corrupt TorchScript archive ({first}); "
+                                  "download or copy the file again") from None
 
 
 def _what_is(head: bytes) -> str:

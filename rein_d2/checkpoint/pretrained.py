@@ -5,7 +5,6 @@ at the checkpoint's own geometry, so that they only rename), then the patch-embe
 and the patch part of the position table are resized bicubically (align_corners=False) to the
 backbone's patch size and grid, exactly as the reference converts them offline.
 """
-import io
 import math
 from dataclasses import dataclass, field
 from typing import Dict, List
@@ -15,12 +14,13 @@ import torch.nn.functional as F
 
 from ..modeling.backbone.peft import lora_parameter_names
 from ..utils.cli import UserError
-from .io import is_torchscript, read_checkpoint, require_checkpoint_file
+from .io import is_torchscript, read_checkpoint, read_torchscript, require_checkpoint_file
 from ..modeling.backbone.vit_rein import ReinViT, build_timm_vit
 
 __all__ = ["ConversionReport", "CheckpointMismatchError", "load_official_checkpoint",
-           "detect_family", "convert_official_checkpoint"]
+           "detect_family", "convert_official_checkpoint", "unused_source_keys"]
 
+_DINOV3_PERIODS = "rope_embed.periods"  # Meta's stored rope periods (bfloat16)
 _FAMILY_NAMES = {"dinov2": "DINOv2", "dinov3": "DINOv3", "eva02": "EVA02", "clip": "OpenAI CLIP",
                  "sam": "SAM", "mae": "MAE", "timm": "timm"}
 
@@ -35,12 +35,18 @@ class ConversionReport:
     resized: List[str] = field(default_factory=list)  # of those, resized to the new geometry
     dropped: List[str] = field(default_factory=list)  # checkpoint keys the backbone does not use
     missing: List[str] = field(default_factory=list)  # backbone keys the checkpoint lacks
+    # backbone keys no file of the format holds, written with the model's own values (a
+    # ConvNeXt's new stage norms, a DINOv3 file's absent rope periods)
+    initialised: List[str] = field(default_factory=list)
 
     def summary(self) -> str:
         lines = [f"converted {len(self.converted)} keys ({len(self.resized)} resized: "
                  f"{', '.join(self.resized) or 'none'})",
                  f"dropped {len(self.dropped)} keys: {_abbrev(self.dropped)}",
                  f"missing {len(self.missing)} keys: {_abbrev(self.missing)}"]
+        if self.initialised:
+            lines.append(f"not in the file, written with the model's initial values "
+                         f"({len(self.initialised)} keys): {_abbrev(self.initialised)}")
         return "\n".join(lines)
 
 
@@ -50,19 +56,29 @@ def _abbrev(keys: List[str], n: int = 12) -> str:
     return ", ".join(keys[:n]) + (f", ... ({len(keys) - n} more)" if len(keys) > n else "")
 
 
+def unused_source_keys(state: Dict[str, torch.Tensor], renamed: Dict[str, torch.Tensor],
+                       used: List[str]) -> List[str]:
+    """Keys of the file's ``state`` whose tensors did not reach the output, by the file's own
+    names. ``renamed`` is the state under the backbone's names and ``used`` the renamed keys
+    written: renaming keeps storages (reshaped views share them), so a source tensor is used
+    when its storage reached the output."""
+    ptrs = {renamed[k].untyped_storage().data_ptr() for k in used}
+    return [k for k, v in state.items() if v.untyped_storage().data_ptr() not in ptrs]
+
+
 def load_official_checkpoint(path: str) -> Dict[str, torch.Tensor]:
     """Read an official VFM file into a flat {key: tensor} dict.
 
     Handles plain state dicts (DINOv2, SAM), dicts wrapped in "model"/"module"/"state_dict"
     (EVA02, MAE) and TorchScript archives (OpenAI CLIP). Pickles are read with
-    weights_only=True; a TorchScript archive is read by torch.jit.load, which runs no pickle code.
+    weights_only=True; a TorchScript archive's tensors are read without loading it (torch.jit.load
+    would run the archive's code).
     """
     require_checkpoint_file(path)
     with open(path, "rb") as f:
         data = f.read()
-    if is_torchscript(data):  # torch.jit.load runs TorchScript, not pickle code
-        return {k: v.float() for k, v in torch.jit.load(io.BytesIO(data), map_location="cpu")
-                .state_dict().items()}
+    if is_torchscript(data):
+        return {k: v.float() for k, v in read_torchscript(path, data).items()}
     obj = read_checkpoint(path, data)
     for wrapper in ("model_ema", "model", "module", "state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
@@ -136,6 +152,10 @@ def convert_official_checkpoint(state: Dict[str, torch.Tensor], backbone: ReinVi
         source = build_timm_vit(backbone.arch, img or backbone.img_size, patch, **backbone.timm_overrides)
     filter_fn = _timm_filter(family, source)
     renamed = filter_fn(dict(state), source)
+    if family == "dinov3" and _DINOV3_PERIODS in state:
+        # timm's filter drops the stored rope periods and recomputes them in float32; Meta's
+        # model uses the stored (bfloat16-rounded) ones, and so does rein_d2 (ReinViT).
+        renamed["rope.periods"] = state[_DINOV3_PERIODS]
 
     target = backbone.vit.state_dict()
     # Block weights the backbone has no place for (a deeper model, or another block design)
@@ -164,10 +184,10 @@ def convert_official_checkpoint(state: Dict[str, torch.Tensor], backbone: ReinVi
                 f"{len(backbone.vit.blocks)} blocks: set MODEL.VIT.SIZE to the checkpoint's size")
         out[k] = v
         report.converted.append(k)
-    # Name dropped keys as the checkpoint does: a source tensor is used when its storage
-    # reached the output (renaming keeps storages; reshaped views share them).
-    used = {renamed[k].untyped_storage().data_ptr() for k in report.converted}
-    report.dropped = [k for k in state if state[k].untyped_storage().data_ptr() not in used]
+    report.dropped = unused_source_keys(state, renamed, report.converted)
+    if "rope.periods" in target and "rope.periods" not in out:  # a DINOv3 file without them
+        out["rope.periods"] = backbone.vit.rope._compute_periods()  # timm's float32 formula
+        report.initialised.append("rope.periods")
     weights = _checkpoint_weights(backbone)
     report.missing = [k for k in target if k not in out and k in weights]
     if report.missing:

@@ -68,6 +68,22 @@ def unwrap_release_checkpoint(ckpt) -> (Dict[str, torch.Tensor], List[str]):
         f"dict, found top-level entries {_abbrev(sorted(ckpt))}")
 
 
+def _describe_missing(missing: List[str], state: Dict[str, torch.Tensor], prefixes) -> str:
+    """The model's weights the file lacks, by the names a release gives them, and what to do."""
+    release = [next((old + k[len(new):] for old, new in prefixes if k.startswith(new)), k)
+               for k in missing]
+    head = [k for k in release if k.startswith("decode_head.")]
+    if head and not any(k.startswith("decode_head.") for k in state):
+        return (f"it holds no decode head, only {_abbrev(sorted(state), 3)}; the model also "
+                f"needs the head's {len(head)} decode_head.* weights ({_abbrev(head, 3)}). "
+                "Convert the release checkpoint that holds Rein and the head together (the "
+                "reference saves both in one file), or add the head's decode_head.* weights "
+                "to this file's state_dict")
+    return (f"the checkpoint lacks {len(release)} trainable weights of the model: "
+            f"{_abbrev(release)} (does the config match the checkpoint? e.g. MODEL.REIN.*, "
+            "MODEL.MASK2FORMER.DEC_LAYERS)")
+
+
 def convert_release_checkpoint(state: Dict[str, torch.Tensor], model: nn.Module,
                                ignored_entries: Optional[List[str]] = None):
     """Map a release state dict onto ``model`` (a ReinMask2Former, may live on the meta device).
@@ -115,8 +131,9 @@ def convert_release_checkpoint(state: Dict[str, torch.Tensor], model: nn.Module,
                 report.vfm_keys = sorted(_VFM_PREFIX + k for k in vfm)
     missing = sorted(k for k in target if k not in out and not k.startswith("backbone.vit."))
     if missing:
-        problems.append("the checkpoint lacks these trainable weights of the model: "
-                        + _abbrev(missing))
+        problems.append(_describe_missing(missing, state, prefixes))
+    if len(problems) == 1:
+        raise CheckpointMismatchError(f"cannot convert this release checkpoint: {problems[0]}")
     if problems:
         raise CheckpointMismatchError("cannot convert this release checkpoint:\n  "
                                       + "\n  ".join(problems))

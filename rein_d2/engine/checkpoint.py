@@ -18,8 +18,9 @@ from ..modeling.backbone.peft import lora_parameter_names
 from ..utils.cli import UserError
 from .resume import check_resume_config
 
-__all__ = ["CheckpointSaveError", "LightCheckpointer", "RNGState", "check_state_fits", "frozen_keys",
-           "light_state_dict", "load_model_weights", "save_atomic", "vfm_keys"]
+__all__ = ["CheckpointSaveError", "LightCheckpointer", "RNGState", "check_state_fits",
+           "check_weight_files", "frozen_keys", "light_state_dict", "load_model_weights", "save_atomic",
+           "vfm_keys"]
 
 FROZEN_PREFIX = "backbone.vit."
 
@@ -243,6 +244,15 @@ def vfm_keys(model: torch.nn.Module) -> Set[str]:
 def _abbrev(keys) -> str:
     keys = sorted(keys)
     return ", ".join(keys[:3]) + (f", ... ({len(keys) - 3} more)" if len(keys) > 3 else "")
+
+
+def check_weight_files(cfg) -> None:
+    """Refuse a MODEL.WEIGHTS / MODEL.TRAINED_WEIGHTS file that does not exist (URLs aside)
+    before any model is built: one line naming the key and the path."""
+    for key in ("WEIGHTS", "TRAINED_WEIGHTS"):
+        weights = cfg.MODEL[key]
+        if weights and "://" not in weights and not os.path.isfile(weights):
+            raise UserError(f"MODEL.{key} not found: {weights}")
 
 
 def load_model_weights(cfg, model, *, inference: bool = True, resume_file: str = "") -> Set[str]:

@@ -100,12 +100,14 @@ class ReinTrainer(DefaultTrainer):
         return build_test_loader(cfg, dataset_name)
 
     @classmethod
-    def test(cls, cfg, model, evaluators=None):
+    def test(cls, cfg, model, evaluators=None, weight_files=None):
         """No evaluators given and every target of a kind the domain-generalization evaluation
         scores (semantic, panoptic, instance): that evaluation (every target at its evaluation
         size; mIoU, PQ, mask AP per target and their mean over the target domains, the source
-        domain apart; the summary table and files). Otherwise detectron2's DefaultTrainer.test
-        with ``evaluators`` or those of build_evaluator (by evaluator_type)."""
+        domain apart; the summary table and files, with the protocol record naming
+        ``weight_files``, default MODEL.WEIGHTS / TRAINED_WEIGHTS, in OUTPUT_DIR/inference, or
+        inference_TTA for a TTA model). Otherwise detectron2's DefaultTrainer.test with
+        ``evaluators`` or those of build_evaluator (by evaluator_type)."""
         names = list(cfg.DATASETS.TEST)
         if not names:
             return OrderedDict()
@@ -114,7 +116,9 @@ class ReinTrainer(DefaultTrainer):
             return super().test(cfg, model, evaluators)
         was_training = model.training
         try:
-            summary = evaluate_domain_generalization(cfg, model, names, os.path.join(cfg.OUTPUT_DIR, "inference"))
+            folder = "inference_TTA" if isinstance(model, SemanticSegmentorWithTTA) else "inference"
+            summary = evaluate_domain_generalization(cfg, model, names, os.path.join(cfg.OUTPUT_DIR, folder),
+                                                     weight_files)
         finally:
             model.train(was_training)
         results = OrderedDict(summary.results())
@@ -124,10 +128,10 @@ class ReinTrainer(DefaultTrainer):
         return results
 
     @classmethod
-    def test_with_TTA(cls, cfg, model):
+    def test_with_TTA(cls, cfg, model, weight_files=None):
         """test() with flip / multi-scale test-time augmentation (TEST.AUG.*); keys end in _TTA."""
         logger.info("Running inference with test-time augmentation ...")
-        results = cls.test(cfg, SemanticSegmentorWithTTA(cfg, model))
+        results = cls.test(cfg, SemanticSegmentorWithTTA(cfg, model), weight_files=weight_files)
         return OrderedDict((name + "_TTA", v) for name, v in results.items())
 
     def build_hooks(self):

@@ -3,7 +3,7 @@ its own evaluation size (docs/method.md section 5), and a summary as a table, JS
 chart. Semantic datasets are scored by detectron2's SemSegEvaluator at the label's resolution
 (mIoU, mAcc, aAcc, per-class IoU); panoptic and instance datasets by the evaluators of their
 evaluator_type (rein_d2.evaluation.EVALUATORS: PQ, mask AP, and mIoU where they carry
-semantic labels)."""
+semantic labels). Every summary carries its protocol record (rein_d2.evaluation.protocol)."""
 import csv
 import json
 import logging
@@ -20,7 +20,9 @@ from tabulate import tabulate
 
 from ..data.datasets.common import dataset_dicts_checked
 from .evaluators import INSTANCE_KINDS, PANOPTIC_KINDS, build_evaluator
+from .miou import CLASS_SUBSETS, by_convention, subset_miou
 from .progress import ProgressLog
+from .protocol import eval_size_of, inference_record, run_record, target_record
 from .semantic import (DGTestMapper, check_label_matches, eval_resize_shape, label_loader,
                        semantic_evaluator, semantic_test_loader)
 
@@ -55,6 +57,10 @@ class DGSummary:
     source: List[str] = field(default_factory=list)  # datasets of a training domain
     # column of MASK_METRICS (PQ, AP, ...) -> dataset -> value (percent)
     metrics: Dict[str, Dict[str, float]] = field(default_factory=dict)
+    # column of a class subset (mIoU16, mIoU13) -> dataset -> mIoU over the subset (percent)
+    subset_miou: Dict[str, Dict[str, float]] = field(default_factory=dict)
+    # how the scores were obtained: {"run": run_record(...), "targets": {dataset: target_record}}
+    protocol: Dict = field(default_factory=dict)
 
     @property
     def names(self) -> List[str]:
@@ -70,14 +76,14 @@ class DGSummary:
 
     @property
     def columns(self) -> List[str]:
-        """The metrics of this run: panoptic / mask ones that were scored, then mIoU, mAcc, aAcc
-        where a dataset was scored semantically."""
-        return ([c for _, _, c in MASK_METRICS if c in self.metrics]
-                + (SEMANTIC_COLUMNS if self.miou else []))
+        """The metrics of this run: panoptic / mask ones that were scored, then mIoU (and that of
+        each class subset asked for), mAcc, aAcc where a dataset was scored semantically."""
+        semantic = SEMANTIC_COLUMNS[:1] + list(self.subset_miou) + SEMANTIC_COLUMNS[1:]
+        return [c for _, _, c in MASK_METRICS if c in self.metrics] + (semantic if self.miou else [])
 
     def scores(self, column: str) -> Dict[str, float]:
         """dataset -> value of one column (datasets without it are absent)."""
-        semantic = {"mIoU": self.miou, "mAcc": self.macc, "aAcc": self.aacc}
+        semantic = {"mIoU": self.miou, "mAcc": self.macc, "aAcc": self.aacc, **self.subset_miou}
         return semantic[column] if column in semantic else self.metrics.get(column, {})
 
     def _mean(self, scores: Dict[str, float]) -> float:
@@ -124,12 +130,38 @@ class DGSummary:
             out["mean_over_targets"] = {c: self.mean(c) for c in self.columns}
         return out
 
+    def protocol_table(self) -> str:
+        """The protocol record as text: the run's line, then a row per dataset."""
+        if not self.protocol:
+            return ""
+        run = self.protocol["run"]
+        rev = run["rein_d2"]["git_revision"]
+        rev = rev if " " in rev else rev[:12] + ("-dirty" if rev.endswith("-dirty") else "")
+        files = ", ".join(f"{w['path']} (sha256 {w['sha256'][:12]})" for w in run["weight_files"]) or "none"
+        head = (f"protocol: seed {run['seed']}, setting {run['setting_sha256'][:12]}, config "
+                f"{run['config_sha256'][:12]}, rein_d2 {run['rein_d2']['version']} (git {rev})\n"
+                f"weights: {files}; in memory sha256 {run['model_sha256'][:12]}")
+        rows = []
+        for n, t in self.protocol["targets"].items():
+            size = t["evaluation_size"]
+            size = "x".join(map(str, size)) if isinstance(size, list) else size
+            windows = (f"slide {'x'.join(map(str, t['crop']))} / {'x'.join(map(str, t['stride']))}"
+                       if t["mode"] == "slide" else "whole")
+            tta = "no" if not t["tta"] else (f"sizes {','.join(map(str, t['tta']['min_sizes']))}"
+                                             f"{' + flip' if t['tta']['flip'] else ''}")
+            rows.append([n, f"{size} ({t['evaluation_size_from']})", windows, tta, t["label_resolution"],
+                         t["class_set"], t["miou_convention"]])
+        headers = ["dataset", "evaluation size", "inference", "TTA", "labels", "classes", "mIoU convention"]
+        return head + "\n" + tabulate(rows, headers=headers, tablefmt="pipe")
+
     def table(self) -> str:
         columns = self.columns
         rows = [[n, self.role(n)] + [self.scores(c).get(n) for c in columns] for n in self.names]
         rows.append(["mean over targets", ""] + [self.mean(c) for c in columns])
         fmt = dict(tablefmt="pipe", floatfmt=".2f")
         text = tabulate(rows, headers=["dataset", "domain"] + columns, **fmt)
+        if self.protocol:
+            text = self.protocol_table() + "\n\n" + text
         if self.iou:
             per_class = [[c] + [self.iou[n][i] for n in self.iou] for i, c in enumerate(self.classes)]
             text += "\n\n" + tabulate(per_class, headers=["class"] + list(self.iou), **fmt)
@@ -143,8 +175,10 @@ class DGSummary:
                 "source": self.source, "targets": self.targets,
                 "mean_mIoU": self.mean_miou, "mean_mAcc": self.mean_macc,
                 "mean_aAcc": self.mean_aacc, "classes": self.classes, "IoU": self.iou}
-        for column, scores in self.metrics.items():
+        for column, scores in {**self.metrics, **self.subset_miou}.items():
             data[column], data[f"mean_{column}"] = scores, self.mean(column)
+        if self.protocol:
+            data["protocol"] = self.protocol
         with open(paths["json"], "w") as f:
             json.dump(data, f, indent=2)
         columns, nan = self.columns, float("nan")
@@ -245,14 +279,17 @@ def default_eval_size(cfg) -> Optional[Sequence[int]]:
 
 
 def evaluate_domain_generalization(cfg, model, dataset_names: Sequence[str],
-                                   output_dir: Optional[str] = None) -> DGSummary:
+                                   output_dir: Optional[str] = None,
+                                   weight_files: Optional[Sequence[str]] = None) -> DGSummary:
     """Evaluate ``model`` on every dataset of ``dataset_names`` and return (and, with
     ``output_dir``, write) the summary. Each image is resized to its dataset's ``eval_size``
-    (panoptic and instance datasets without one: the config's test size) and scored at its
-    label's resolution. Semantic datasets give mIoU; panoptic and instance datasets (evaluator
-    types in PANOPTIC_KINDS / INSTANCE_KINDS) give PQ / mask AP (and mIoU) as the model's
-    MODEL.MASK2FORMER.TEST flags ask. All datasets must share one label space. Datasets of a
-    cfg.DATASETS.TRAIN domain are reported as source, outside the mean."""
+    (TEST.EVAL_SIZE overrides it for the run; panoptic and instance datasets without one: the
+    config's test size) and scored at its label's resolution. Semantic datasets give mIoU (by
+    TEST.MIOU_CONVENTION, and over each TEST.CLASS_SUBSETS); panoptic and instance datasets
+    (evaluator types in PANOPTIC_KINDS / INSTANCE_KINDS) give PQ / mask AP (and mIoU) as the
+    model's MODEL.MASK2FORMER.TEST flags ask. All datasets must share one label space. Datasets
+    of a cfg.DATASETS.TRAIN domain are reported as source, outside the mean. The summary's
+    protocol record names ``weight_files`` (default: MODEL.WEIGHTS, MODEL.TRAINED_WEIGHTS)."""
     if not dataset_names:
         raise ValueError("no target datasets given (DATASETS.TEST is empty)")
     # every split loaded (an empty one: say which and where it looked) and the label spaces
@@ -263,27 +300,39 @@ def evaluate_domain_generalization(cfg, model, dataset_names: Sequence[str],
         if label_space(name) != classes:
             raise ValueError(f"{name} has other classes than {dataset_names[0]}: a DG summary "
                              "needs one label space")
+    for subset in cfg.TEST.CLASS_SUBSETS:  # a subset the label space lacks: before inference
+        subset_miou([float("nan")] * len(classes), classes, subset)
     summary = DGSummary(classes, source=source_datasets(dataset_names, cfg.DATASETS.TRAIN))
+    inference = inference_record(cfg, model)
+    targets = {}
     for name in dataset_names:
-        meta = MetadataCatalog.get(name)
+        kind = MetadataCatalog.get(name).get("evaluator_type", None)
         out = os.path.join(output_dir, name) if output_dir else None
-        eval_size = meta.get("eval_size", None)
-        if meta.get("evaluator_type", None) in PANOPTIC_KINDS + INSTANCE_KINDS:
-            evaluator, eval_size = build_evaluator(cfg, name, out), eval_size or default_eval_size(cfg)
+        if kind in PANOPTIC_KINDS + INSTANCE_KINDS:
+            evaluator = build_evaluator(cfg, name, out)
+            eval_size, size_from = eval_size_of(cfg, name, default_eval_size(cfg))
         else:
-            evaluator = semantic_evaluator(name, out)
+            evaluator, (eval_size, size_from) = semantic_evaluator(name, out), eval_size_of(cfg, name)
+        targets[name] = target_record(cfg, name, eval_size, size_from, inference, classes, kind or "sem_seg")
         loader = build_detection_test_loader(dicts[name], mapper=DGTestMapper(cfg.INPUT.FORMAT, eval_size),
                                              num_workers=cfg.DATALOADER.NUM_WORKERS)
         logger.info("Evaluating %s (%s, %d of %d): %d images", name, summary.role(name),
                     dataset_names.index(name) + 1, len(dataset_names), len(dicts[name]))
-        evaluator = DatasetEvaluators([ProgressLog(name, len(loader)), evaluator])
-        results = inference_on_dataset(model, loader, evaluator)
+        progress = ProgressLog(name, len(loader))
+        results = inference_on_dataset(model, loader, DatasetEvaluators([progress, evaluator]))
         if not comm.is_main_process():
             continue  # detectron2 evaluators gather results on the main process only
-        summary.add(name, results)
+        summary.add(name, by_convention(results, evaluator, classes, cfg.TEST.MIOU_CONVENTION))
+        if name in summary.iou:
+            for subset in cfg.TEST.CLASS_SUBSETS:
+                column = CLASS_SUBSETS[subset][0]
+                summary.subset_miou.setdefault(column, {})[name] = subset_miou(summary.iou[name], classes, subset)
         scored = {c: summary.scores(c)[name] for c in summary.columns if name in summary.scores(c)}
         logger.info("%s (%s): %s", name, summary.role(name),
                     ", ".join(f"{c} {v:.2f}" for c, v in scored.items() if not math.isnan(v)) or "no scores")
-    if output_dir and comm.is_main_process():
-        summary.write(output_dir)
+    if comm.is_main_process():
+        summary.protocol = {"run": run_record(cfg, model, classes, weight_files), "targets": targets}
+        if output_dir:
+            summary.write(output_dir)
     return summary
+

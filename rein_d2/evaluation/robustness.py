@@ -19,6 +19,8 @@ from tabulate import tabulate
 from ..data.corruptions import cached_corruption
 from ..data.dataset_mappers.instance import read_image_checked
 from ..data.datasets.common import dataset_dicts_checked
+from .miou import by_convention
+from .protocol import eval_size_of
 from .semantic import DGTestMapper, semantic_evaluator
 
 __all__ = ["CorruptedTestMapper", "RobustnessSummary", "evaluate_robustness"]
@@ -115,15 +117,19 @@ class RobustnessSummary:
 def evaluate_robustness(cfg, model, dataset: str, corruptions: Sequence[str], severities: Sequence[int],
                         output_dir: Optional[str] = None, seed: int = 0,
                         cache_dir: Optional[str] = None) -> RobustnessSummary:
-    """Score ``model`` on ``dataset`` clean and under every corruption x severity."""
-    meta = MetadataCatalog.get(dataset)
+    """Score ``model`` on ``dataset`` clean and under every corruption x severity (mIoU by
+    TEST.MIOU_CONVENTION, each image at TEST.EVAL_SIZE or the dataset's own size)."""
     dicts = dataset_dicts_checked(dataset)
-    eval_size = meta.get("eval_size", None)
+    eval_size = eval_size_of(cfg, dataset)[0]  # TEST.EVAL_SIZE or the dataset's own
+    classes = MetadataCatalog.get(dataset).stuff_classes
 
     def score(mapper):
         loader = build_detection_test_loader(dicts, mapper=mapper, num_workers=cfg.DATALOADER.NUM_WORKERS)
-        result = inference_on_dataset(model, loader, semantic_evaluator(dataset))
-        return result["sem_seg"]["mIoU"] if comm.is_main_process() else float("nan")
+        evaluator = semantic_evaluator(dataset)
+        result = inference_on_dataset(model, loader, evaluator)
+        if not comm.is_main_process():
+            return float("nan")
+        return by_convention(result, evaluator, classes, cfg.TEST.MIOU_CONVENTION)["sem_seg"]["mIoU"]
 
     summary = RobustnessSummary(dataset, score(DGTestMapper(cfg.INPUT.FORMAT, eval_size)))
     for name in corruptions:

@@ -12,6 +12,7 @@ from PIL import Image
 
 from ..data.dataset_mappers.instance import read_image_checked
 from ..data.datasets.common import dataset_dicts_checked
+from .protocol import eval_size_of
 
 __all__ = ["DGTestMapper", "check_label_matches", "eval_resize_shape", "label_loader",
            "semantic_evaluator", "semantic_test_loader"]
@@ -44,13 +45,19 @@ class DGTestMapper:
         h, w = image.shape[:2]
         if "sem_seg_file_name" in d:
             check_label_matches(d["sem_seg_file_name"], d["file_name"], w, h)
+        out = {k: v for k, v in d.items() if k in ("file_name", "sem_seg_file_name", "image_id")}
+        out.update(self.model_input(image))
+        return out
+
+    def model_input(self, image: np.ndarray) -> Dict:
+        """The model's input for one image (HxWx3, INPUT.FORMAT order): "image" resized to the
+        evaluation size (CHW float32, 0..255) and the original "height" / "width"."""
+        h, w = image.shape[:2]
         nh, nw = eval_resize_shape(h, w, self.eval_size)
         if (nh, nw) != (h, w):
             image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
-        out = {k: v for k, v in d.items() if k in ("file_name", "sem_seg_file_name", "image_id")}
-        out.update(image=torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))).float(),
-                   height=h, width=w)
-        return out
+        return {"image": torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))).float(),
+                "height": h, "width": w}
 
 
 def check_label_matches(label_path: str, image_path: str, w: int, h: int):
@@ -94,8 +101,9 @@ def label_loader(num_classes: int, ignore_label: int):
 
 
 def semantic_test_loader(cfg, name: str):
-    """detectron2's test loader over ``name``, each image at the dataset's evaluation size."""
-    mapper = DGTestMapper(cfg.INPUT.FORMAT, MetadataCatalog.get(name).get("eval_size", None))
+    """detectron2's test loader over ``name``, each image at the dataset's evaluation size (or
+    this run's TEST.EVAL_SIZE)."""
+    mapper = DGTestMapper(cfg.INPUT.FORMAT, eval_size_of(cfg, name)[0])
     dicts = dataset_dicts_checked(name)  # an empty split: say which and where it looked
     return build_detection_test_loader(dicts, mapper=mapper, num_workers=cfg.DATALOADER.NUM_WORKERS)
 

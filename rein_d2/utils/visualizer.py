@@ -11,11 +11,16 @@
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
+from detectron2.data import MetadataCatalog
 from detectron2.data.catalog import Metadata
+from detectron2.utils.colormap import colormap
 from detectron2.utils.video_visualizer import VideoVisualizer, _DetectedInstance
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
-__all__ = ["ReadableVisualizer", "draw_predictions", "luminance", "visible_color", "visible_metadata"]
+from ..data.datasets import CITYSCAPES_CLASSES, CITYSCAPES_COLORS
+
+__all__ = ["NO_SEGMENT_HINT", "OverlayDrawer", "ReadableVisualizer", "demo_metadata", "draw_predictions",
+           "luminance", "visible_color", "visible_metadata"]
 
 MIN_LUMINANCE = 0.3  # colours darker than this are mixed with white until they reach it
 
@@ -198,3 +203,64 @@ def draw_predictions(image_rgb: np.ndarray, predictions: dict, metadata: Metadat
                          f"(keys: {sorted(predictions)})")
     vis.finish()
     return vis
+
+
+def _palette(n: int) -> List[List[int]]:
+    """n distinct-enough RGB colours (detectron2's colour map, cycled)."""
+    base = colormap(rgb=True, maximum=255).astype(int).tolist()
+    return [base[i % len(base)] for i in range(n)]
+
+
+def _fit(values, n: int):
+    return list(values) if values is not None and len(values) == n else None
+
+
+def demo_metadata(dataset: Optional[str], num_classes: int) -> Metadata:
+    """Metadata for drawing ``num_classes`` classes: from ``dataset``'s registered metadata, or
+    the 19 Cityscapes classes without one; lists whose length differs from ``num_classes`` are
+    replaced by generic names ("class 0", ...) and a fixed palette. A fresh object: the
+    registered metadata is not modified (a dataset without class names counts as none)."""
+    source = MetadataCatalog.get(dataset) if dataset else None
+    if source is not None and (source.get("stuff_classes", None) or source.get("thing_classes", None)):
+        stuff_classes, stuff_colors = source.get("stuff_classes", None), source.get("stuff_colors", None)
+        thing_classes, thing_colors = source.get("thing_classes", None), source.get("thing_colors", None)
+    else:  # no dataset, or one without class names: Cityscapes
+        stuff_classes, stuff_colors = CITYSCAPES_CLASSES, CITYSCAPES_COLORS
+        thing_classes, thing_colors = None, None
+    names = _fit(stuff_classes, num_classes) or _fit(thing_classes, num_classes)
+    if names is None:
+        names = [f"class {i}" for i in range(num_classes)]
+        colors = _palette(num_classes)
+    else:
+        colors = (_fit(stuff_colors, num_classes) if names == _fit(stuff_classes, num_classes) else None) \
+            or _fit(thing_colors, num_classes) or _palette(num_classes)
+    md = Metadata(name=f"rein_d2_demo:{dataset or 'cityscapes'}")
+    md.set(stuff_classes=names, stuff_colors=[list(map(int, c)) for c in colors],
+           thing_classes=_fit(thing_classes, num_classes) or list(names),
+           thing_colors=[list(map(int, c)) for c in (_fit(thing_colors, num_classes) or colors)])
+    if source is not None and source.get("thing_dataset_id_to_contiguous_id", None) is not None:
+        md.set(thing_dataset_id_to_contiguous_id=dict(source.thing_dataset_id_to_contiguous_id))
+    return md
+
+
+class OverlayDrawer:
+    """Model predictions (DefaultPredictor's output for one image) drawn over the image, with
+    rein_d2.utils.visualizer's readable labels, legend and colours. ``video=True`` keeps each
+    instance's colour from one call to the next (the frames of one video)."""
+
+    def __init__(self, metadata: Metadata, opacity: float = 0.5, confidence_threshold: float = 0.5,
+                 video: bool = False):
+        self.metadata = visible_metadata(metadata)
+        self.opacity = opacity
+        self.confidence_threshold = confidence_threshold
+        self.video = VideoVisualizer(self.metadata) if video else None
+
+    def __call__(self, image_bgr: np.ndarray, predictions: dict) -> np.ndarray:
+        """The overlay, BGR uint8, same size as ``image_bgr``."""
+        vis = draw_predictions(image_bgr[:, :, ::-1], predictions, self.metadata, self.opacity,
+                               self.confidence_threshold, video=self.video, no_segment_hint=NO_SEGMENT_HINT)
+        return np.ascontiguousarray(vis.output.get_image()[:, :, ::-1])
+
+
+NO_SEGMENT_HINT = ("none above MODEL.MASK2FORMER.TEST.OBJECT_MASK_THRESHOLD; lower it to see "
+                   "less confident segments")

@@ -10,16 +10,12 @@ import json
 import os
 import sys
 
-# This checkout's rein_panoptic (projects/ReinPanoptic) and rein_d2 (the repository root).
-_PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [_PROJECT, os.path.dirname(os.path.dirname(_PROJECT))]
-
-from rein_d2.data.datasets.common import check_count, find_files, require_dir  # noqa: E402
-from rein_panoptic.data.builtin import LAYOUTS, PREPARE_SCRIPT, ACDC_CONDITIONS, DATASETS  # noqa: E402
-from rein_panoptic.data.convert import subset, write_json_atomic  # noqa: E402
-from rein_panoptic.data.preparation import (  # noqa: E402
+from rein_d2.data.datasets.common import check_count, find_files, require_dir
+from rein_panoptic.data.builtin import LAYOUTS, PREPARE_SCRIPT, ACDC_CONDITIONS, DATASETS
+from rein_panoptic.data.convert import subset, write_json_atomic
+from rein_panoptic.data.preparation import (
     check_images_if_asked, outputs, parse_prepare_args, run_prepare, run_split)
-from rein_panoptic.data.sources import cityscapes_category_map, coco_panoptic_segments  # noqa: E402
+from rein_panoptic.data.sources import cityscapes_category_map, coco_panoptic_segments
 
 PANOPTIC_SUFFIX, IMAGE_SUFFIX = "_gt_panoptic.png", "_rgb_anon.png"
 

@@ -9,17 +9,13 @@ import os
 import shutil
 import sys
 
-# This checkout's rein_panoptic (projects/ReinPanoptic) and rein_d2 (the repository root).
-_PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [_PROJECT, os.path.dirname(os.path.dirname(_PROJECT))]
+from cityscapesscripts.preparation.createPanopticImgs import convert2panoptic
 
-from cityscapesscripts.preparation.createPanopticImgs import convert2panoptic  # noqa: E402
-
-from rein_d2.data.datasets.common import check_count, convert_labels, find_files, require_dir  # noqa: E402
-from rein_d2.data.datasets.labels import cityscapes_ids_to_trainids  # noqa: E402
-from rein_panoptic.data.builtin import LAYOUTS, PREPARE_SCRIPT, DATASETS  # noqa: E402
-from rein_panoptic.data.convert import convert_split, fresh  # noqa: E402
-from rein_panoptic.data.preparation import check_images_if_asked, parse_prepare_args, run_prepare  # noqa: E402
+from rein_d2.data.datasets.common import check_count, convert_labels, find_files, require_dir
+from rein_d2.data.datasets.labels import cityscapes_ids_to_trainids
+from rein_panoptic.data.builtin import LAYOUTS, PREPARE_SCRIPT, DATASETS
+from rein_panoptic.data.convert import convert_split, fresh
+from rein_panoptic.data.preparation import check_images_if_asked, parse_prepare_args, run_prepare
 
 INSTANCE_IDS, LABEL_IDS, TRAIN_IDS = "_gtFine_instanceIds.png", "_gtFine_labelIds.png", "_gtFine_labelTrainIds.png"
 

@@ -9,15 +9,11 @@ import json
 import os
 import sys
 
-# This checkout's rein_panoptic (projects/ReinPanoptic) and rein_d2 (the repository root).
-_PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [_PROJECT, os.path.dirname(os.path.dirname(_PROJECT))]
-
-from rein_d2.data.datasets.common import require_dir  # noqa: E402
-from rein_panoptic.data.builtin import LAYOUTS, PREPARE_SCRIPT, DATASETS  # noqa: E402
-from rein_panoptic.data.preparation import (  # noqa: E402
+from rein_d2.data.datasets.common import require_dir
+from rein_panoptic.data.builtin import LAYOUTS, PREPARE_SCRIPT, DATASETS
+from rein_panoptic.data.preparation import (
     check_images_if_asked, outputs, parse_prepare_args, run_prepare, run_split)
-from rein_panoptic.data.sources import coco_panoptic_segments, mapillary_category_map  # noqa: E402
+from rein_panoptic.data.sources import coco_panoptic_segments, mapillary_category_map
 
 # Where v1.2's panoptic labels are, below <split>/: the v2.0 download, then a v1.x download.
 PANOPTIC_DIRS = ("v1.2/panoptic", "panoptic")

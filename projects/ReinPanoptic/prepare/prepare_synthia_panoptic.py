@@ -7,15 +7,11 @@ import functools
 import os
 import sys
 
-# This checkout's rein_panoptic (projects/ReinPanoptic) and rein_d2 (the repository root).
-_PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [_PROJECT, os.path.dirname(os.path.dirname(_PROJECT))]
-
-from rein_d2.data.datasets.common import REFERENCE_OUTPUT_SUFFIX, find_files, require_dir  # noqa: E402
-from rein_panoptic.data.builtin import LAYOUTS, PREPARE_SCRIPT, DATASETS  # noqa: E402
-from rein_panoptic.data.preparation import (  # noqa: E402
+from rein_d2.data.datasets.common import REFERENCE_OUTPUT_SUFFIX, find_files, require_dir
+from rein_panoptic.data.builtin import LAYOUTS, PREPARE_SCRIPT, DATASETS
+from rein_panoptic.data.preparation import (
     check_images_if_asked, outputs, parse_prepare_args, run_prepare, run_split)
-from rein_panoptic.data.sources import synthia_segments  # noqa: E402
+from rein_panoptic.data.sources import synthia_segments
 
 
 def main(argv=None):

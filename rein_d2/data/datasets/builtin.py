@@ -63,10 +63,15 @@ for _cond, _sizes in ACDC_SIZES.items():
 
 
 def register_all():
-    from detectron2.data import DatasetCatalog
+    from detectron2.data import DatasetCatalog, MetadataCatalog
 
     for name, spec in DATASETS.items():
         if name in DatasetCatalog.list():  # module re-imported (e.g. by importlib in tests)
             continue
         kwargs = {k: v for k, v in spec.items() if k != "size"}
         register_semantic_dataset(name, **kwargs)
+    # what the DG protocol record says of the labels scored against (a dataset registered
+    # elsewhere: "as stored")
+    for name in DATASETS:
+        MetadataCatalog.get(name).set(label_resolution="half (datasets/prepare_mapillary.py, as the reference's "
+                                      "mapillary_resize.py)" if name == "mapillary_val" else "full")

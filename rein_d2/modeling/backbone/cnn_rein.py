@@ -7,6 +7,12 @@ and whose width is that stage's channels: after every block, the feature map is 
 (strides 4, 8, 16, 32). With the query link, each stage's Rein makes queries [m, D]
 (docs/method.md section 2), and the head's queries are their sum.
 
+As the release's mmpretrain ConvNeXt (out_indices 0-3, gap_before_final_norm False), each
+ConvNeXt stage output passes through its own LayerNorm2d over channels (eps 1e-6): stages 0-2
+through new norms (``vit.stage_norms``: no ImageNet file holds them; the converter writes their
+initial weight 1 / bias 0, which stay frozen), stage 3 through the network's final norm
+(timm's ``head.norm``, the official file's ``norm``). ResNet stage outputs are used as they are.
+
 The network is kept under ``vit``, rein_d2's name for the frozen foundation model whatever its
 design, so that light checkpoints, the weight checks and the converters treat it like a ViT.
 """
@@ -16,6 +22,7 @@ from typing import Dict, List, Optional, Sequence
 import timm
 import torch
 from detectron2.modeling import Backbone, ShapeSpec
+from timm.layers import LayerNorm2d
 from torch import nn
 
 from ..rein import Rein
@@ -63,6 +70,9 @@ class ReinCNN(Backbone):
         stages = self._stages()
         self.stage_channels = [self._channels(s) for s in stages]
         self.stage_depths = [len(self._blocks(s)) for s in stages]
+        if self.family == "convnext":  # under vit: frozen, and written by the converter
+            self.vit.add_module("stage_norms", nn.ModuleList(
+                LayerNorm2d(c, eps=1e-6) for c in self.stage_channels[:3]))
         self.reins = None
         if rein is not None:
             self.reins = nn.ModuleList(
@@ -88,6 +98,10 @@ class ReinCNN(Backbone):
         if self.family == "resnet":
             return last.conv3.out_channels if hasattr(last, "conv3") else last.conv2.out_channels
         return last.conv_dw.out_channels
+
+    def _out_norm(self, i: int) -> nn.Module:
+        """The norm of stage i's output (ConvNeXt; the release's norm{i})."""
+        return self.vit.head.norm if i == 3 else self.vit.stage_norms[i]
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
         net = self.vit
@@ -128,5 +142,5 @@ class ReinCNN(Backbone):
                     b, c, h, w = x.shape
                     tokens = self.reins[i](x.flatten(2).transpose(1, 2), j, num_prefix_tokens=0)
                     x = tokens.transpose(1, 2).reshape(b, c, h, w)
-            outs.append(x)
+            outs.append(self._out_norm(i)(x) if self.family == "convnext" else x)
         return dict(zip(self._out_features, outs))

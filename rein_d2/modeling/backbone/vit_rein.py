@@ -172,6 +172,12 @@ class ReinViT(Backbone):
         self.img_size = img_size
         self.timm_overrides = dict(timm_overrides or {})
         self.vit = build_timm_vit(arch, img_size, patch_size, **self.timm_overrides)
+        if self.family == "dinov3":
+            # Meta's files store the rope periods (bfloat16-rounded) and Meta's model uses those;
+            # timm recomputes them in float32 as a non-persistent buffer. Made persistent, the
+            # converted file's periods are the ones used (and a file must provide them).
+            rope = self.vit.rope
+            rope.register_buffer("periods", rope.periods, persistent=True)
         self.embed_dim = self.vit.embed_dim
         depth = len(self.vit.blocks)
 
