@@ -9,11 +9,11 @@ The overrides only shrink, everything by the same factor 1/8 where it is a size:
 schedule (one iteration, batch 1). No data-format, mapper, mode or evaluator key is touched:
 test_overrides_only_shrink checks the list against SHRINK_KEYS."""
 import glob
+import importlib.util
+import json
 import math
 import os
-import sys
 
-import cv2
 import numpy as np
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -22,11 +22,20 @@ from PIL import Image
 from conftest import REPO
 from rein_d2 import load_config
 
-sys.path.insert(0, os.path.join(REPO, "projects", "ReinPanoptic", "tests"))
-import test_panoptic_datasets as pan  # noqa: E402  (the official-layout writers of ReinPanoptic)
-from test_datasets import _script as core_script  # noqa: E402
-from rein_panoptic.data import register_all  # noqa: E402
-from rein_d2.data.datasets.common import datasets_root  # noqa: E402
+from rein_d2.data.datasets.common import datasets_root
+from rein_panoptic.data import register_all
+from test_datasets import _script as core_script
+
+
+def _module(path):
+    spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# the official-layout writers of ReinPanoptic's dataset tests
+pan = _module(os.path.join(REPO, "projects", "ReinPanoptic", "tests", "test_panoptic_datasets.py"))
 
 CONFIGS = sorted(os.path.relpath(p, REPO) for p in
                  glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True)
@@ -80,7 +89,6 @@ def _write_semantic_extras(root):
                                    f"{stem}_gt_labelTrainIds.png"), train_ids)
     names = ["Sky", "Road", "Car", "Person", "Building", "Bird"]
     with open(os.path.join(root, "mapillary", "config_v1.2.json"), "w") as f:
-        import json
         json.dump({"labels": [{"readable": n, "name": n.lower()} for n in names]}, f)
     index = pan._paint({"sky": 0, "road_a": 1, "road_b": 1, "car_1": 2, "car_2": 2, "crowd": 3,
                         "unmapped": 5, "building": 4}).astype(np.uint8)
@@ -91,7 +99,7 @@ def _write_semantic_extras(root):
         image.save(os.path.join(root, "mapillary", folder, "v1.2", "labels", "k3y_-0.png"))
     city = os.path.join(root, "cityscapes")
     for split in ("train", "val"):
-        stem = f"aachen/aachen_000000_000019"
+        stem = "aachen/aachen_000000_000019"
         with open(os.path.join(city, "gtFine", split, f"{stem}_gtFine_polygons.json"), "w") as f:
             f.write('{"imgHeight": %d, "imgWidth": %d, "objects": []}' % (pan.H, pan.W))
         for beta in ("0.02", "0.01", "0.005"):
@@ -189,8 +197,10 @@ def test_overrides_only_shrink():
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-def test_config_trains_one_iteration_and_evaluates(name, datasets, tmp_path):
+def test_config_trains_one_iteration_and_evaluates(name, datasets, tmp_path, monkeypatch):
     from rein_d2.engine import ReinTrainer
+
+    monkeypatch.chdir(tmp_path)  # nothing may be written outside OUTPUT_DIR (cityscapesscripts did)
 
     cfg = load_config(os.path.join(REPO, name))
     if not cfg.DATASETS.TRAIN:
@@ -199,7 +209,7 @@ def test_config_trains_one_iteration_and_evaluates(name, datasets, tmp_path):
         children = [c for c in CONFIGS if os.path.basename(name) in open(os.path.join(REPO, c)).read()]
         assert children or name == "configs/misc/street_frames_dinov2_s.yaml", name
         return
-    cfg = load_config(os.path.join(REPO, name), _shrunk(cfg) + ["OUTPUT_DIR", str(tmp_path)])
+    cfg = load_config(os.path.join(REPO, name), _shrunk(cfg) + ["OUTPUT_DIR", str(tmp_path / "output")])
     trainer = ReinTrainer(cfg)
     trainer.resume_or_load(resume=False)
     trainer.train()
@@ -216,3 +226,4 @@ def test_config_trains_one_iteration_and_evaluates(name, datasets, tmp_path):
         ap = "cityscapes_AP" if kind.startswith("cityscapes") else "AP"
         assert not ({"AP", "cityscapes_AP"} - {ap}) & set(scores), (name, target, scores)
         assert (ap in scores) == (instances and kind != "sem_seg"), (name, target, scores)
+    assert os.listdir(tmp_path) == ["output"], os.listdir(tmp_path)

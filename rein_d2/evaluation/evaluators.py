@@ -5,6 +5,7 @@ import csv
 import json
 import logging
 import os
+import tempfile
 from typing import Callable, Dict, List, Optional
 
 import torch
@@ -96,7 +97,16 @@ class CityscapesAPEvaluator(CityscapesInstanceEvaluator):
     ("segm"), another definition (the two differ on the same predictions)."""
 
     def evaluate(self):
-        results = super().evaluate()
+        import cityscapesscripts.evaluation.evalInstanceLevelSemanticLabeling as cityscapes_eval
+
+        # cityscapesscripts writes "matches.json" into the working directory: into a temporary one
+        write = cityscapes_eval.writeDict2JSON
+        with tempfile.TemporaryDirectory(prefix="cityscapes_matches") as elsewhere:
+            cityscapes_eval.writeDict2JSON = lambda data, path: write(data, os.path.join(elsewhere, path))
+            try:
+                results = super().evaluate()
+            finally:
+                cityscapes_eval.writeDict2JSON = write
         return None if results is None else {"cityscapes_segm": results["segm"]}
 
 
