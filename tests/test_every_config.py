@@ -6,7 +6,7 @@ the dataset tests) and converted by its own preparation script.
 The overrides only shrink, everything by the same factor 1/8 where it is a size: the model
 (widths, depths, tokens, queries), the input and crop sizes, the sliding window, the data
 (32x64 frames; each target's evaluation size, a dataset property, scaled with them) and the
-schedule (one iteration, batch 1). No data-format, mapper, mode or evaluator key is touched:
+schedule (one iteration, batch 2). No data-format, mapper, mode or evaluator key is touched:
 test_overrides_only_shrink checks the list against SHRINK_KEYS."""
 import glob
 import importlib.util
@@ -21,7 +21,6 @@ from PIL import Image
 
 from conftest import REPO
 from rein_d2 import load_config
-
 from rein_d2.data.datasets.common import datasets_root
 from rein_panoptic.data import register_all
 from test_datasets import _script as core_script
