@@ -146,15 +146,18 @@ def datasets(tmp_path_factory):
         MetadataCatalog.remove(name)
     register_synthetic_streets(os.path.join(root, "synthstreets"), n_train=2, n_val=1,
                                size=(pan.H, pan.W))
-    sizes = {}
+    # every metadata as it was, restored afterwards: the evaluation sizes changed here, and the
+    # json_file that detectron2's COCOEvaluator caches into a dataset's metadata on first use
+    kept = {name: dict(MetadataCatalog.get(name).__dict__) for name in DatasetCatalog.list()}
     for name in DatasetCatalog.list():
         meta = MetadataCatalog.get(name)
-        if meta.get("eval_size", None):
-            sizes[name] = meta.eval_size
-            meta.__dict__["eval_size"] = tuple(s // SCALE for s in meta.eval_size)  # set() refuses a change
+        if meta.get("eval_size", None):  # (set() refuses a change)
+            meta.__dict__["eval_size"] = tuple(s // SCALE for s in meta.eval_size)
     yield root
-    for name, size in sizes.items():
-        MetadataCatalog.get(name).__dict__["eval_size"] = size
+    for name, state in kept.items():
+        meta = MetadataCatalog.get(name)
+        meta.__dict__.clear()
+        meta.__dict__.update(state)
     for name in SPLITS:
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
