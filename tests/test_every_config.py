@@ -183,9 +183,11 @@ def _shrunk(cfg):
     if cfg.MODEL.VIT.LORA_RANK:
         opts += ["MODEL.VIT.LORA_RANK", 4]
     if "REINDET" in cfg.MODEL:
-        opts += ["MODEL.REINDET.OUT_CHANNELS", 32, "MODEL.REINDET.SQUARE_PAD", cfg.MODEL.REINDET.SQUARE_PAD // SCALE,
+        anchors = [[s // SCALE for s in x] for x in cfg.MODEL.ANCHOR_GENERATOR.SIZES]
+        opts += ["MODEL.REINDET.OUT_CHANNELS", 32,
+                 "MODEL.REINDET.SQUARE_PAD", cfg.MODEL.REINDET.SQUARE_PAD // SCALE,
                  "INPUT.LSJ.IMAGE_SIZE", cfg.INPUT.LSJ.IMAGE_SIZE // SCALE,
-                 "MODEL.ANCHOR_GENERATOR.SIZES", [[s // SCALE for s in x] for x in cfg.MODEL.ANCHOR_GENERATOR.SIZES],
+                 "MODEL.ANCHOR_GENERATOR.SIZES", anchors,
                  "MODEL.RPN.BATCH_SIZE_PER_IMAGE", 64, "MODEL.RPN.PRE_NMS_TOPK_TRAIN", 200,
                  "MODEL.RPN.POST_NMS_TOPK_TRAIN", 50, "MODEL.RPN.PRE_NMS_TOPK_TEST", 200,
                  "MODEL.RPN.POST_NMS_TOPK_TEST", 20, "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 32,

@@ -8,8 +8,7 @@ import re
 
 import pytest
 import torch
-from detectron2.data import MetadataCatalog
-from detectron2.data import DatasetCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluators, SemSegEvaluator
 
 from panoptic_testing import CLASSES, LAYOUTS, SMALL_INPUT, GroundTruthModel, load_cfg, write_panoptic_dataset
