@@ -130,7 +130,8 @@ def dataset_dicts_checked(name):
 def register_semantic_dataset(
     name, image_dir, label_dir, image_suffix, label_suffix, eval_size=None, layout="", script=None,
     domain=None, classes=None, colors=None, ignore_label=IGNORE_LABEL, label_format="id",
-    ignore_colors=(), image_prefix="", label_prefix="", converted_dir=None, **metadata,
+    ignore_colors=(), image_prefix="", label_prefix="", converted_dir=None, subset_every=None,
+    **metadata,
 ):
     """Register lazily: nothing is read (and nothing may be missing) until the loader runs.
 
@@ -144,7 +145,9 @@ def register_semantic_dataset(
     ``ignore_label``) or are colour-coded (``"color"``: each pixel one of ``colors``, or of
     ``ignore_colors`` for ignore). Labels other than ids with ignore 255 are converted once, on
     first use, into ``converted_dir`` (rein_d2.data.datasets.custom); the loaded split then
-    points at those id files. ``metadata`` is stored with the rest (e.g. description_file).
+    points at those id files. ``subset_every`` n: a fixed fraction of the split, its pairs
+    sorted by path and every n-th kept from the first (1/n, rounded up). ``metadata`` is stored
+    with the rest (e.g. description_file).
     """
     from .custom import check_label_space, conversion, convert_split
 
@@ -154,6 +157,8 @@ def register_semantic_dataset(
     def load():
         dicts = load_sem_seg_pairs(name, image_dir, label_dir, image_suffix, label_suffix, layout=layout,
                                    script=script, image_prefix=image_prefix, label_prefix=label_prefix)
+        if subset_every:
+            dicts = dicts[::subset_every]  # load_sem_seg_pairs sorts them by path
         if mapping is not None:
             out = converted_dir or os.path.join(os.path.dirname(_resolve(label_dir).rstrip(os.sep)),
                                                 ".rein_labels", os.path.basename(label_dir.rstrip(os.sep)))
@@ -171,6 +176,7 @@ def register_semantic_dataset(
         eval_size=tuple(eval_size) if eval_size is not None else None,
         domain=domain or name.split("_")[0],
         label_format=label_format,
+        **({"subset": f"every {subset_every}th pair sorted by path, from the first"} if subset_every else {}),
         **metadata,
     )
 
