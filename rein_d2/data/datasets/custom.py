@@ -164,10 +164,15 @@ def convert_split(name: str, dicts: List[dict], label_dir: str, out_dir: str, ma
     for d in dicts:
         rel = os.path.splitext(os.path.relpath(d["sem_seg_file_name"], label_dir))[0] + ".png"
         pairs.append((d["sem_seg_file_name"], os.path.join(out_dir, rel)))
-    todo = [p for p in pairs if not _up_to_date(*p)]
+    from detectron2.utils import comm
+
+    # Under DDP every process loads the split: the first converts, the others wait for it
+    # (two writers of one file would race on its temporary name).
+    todo = [p for p in pairs if not _up_to_date(*p)] if comm.is_main_process() else []
     if todo:  # many labels: in parallel (a process pool's start costs ~1 s, not worth it for few)
         workers = min(8, os.cpu_count() or 1) if len(todo) >= 64 else 1
         convert_labels(todo, _converter(mapping), workers, desc=f"{name}: labels to class ids")
+    comm.synchronize()
     return [dict(d, sem_seg_file_name=dst) for d, (_, dst) in zip(dicts, pairs)]
 
 
