@@ -92,11 +92,11 @@ def miou(preds, labels, k=3):
 
 def test_the_documented_commands_train_evaluate_predict_and_draw(tmp_path, monkeypatch, capsys):
     files, commands = doc_blocks()
-    assert set(files) == {"data/shapes/dataset.yaml", "data/shapes/shapes_tiny.yaml"}
+    assert set(files) == {"data/shapes/dataset.yaml", "data/shapes/shapes_tiny.yaml", "my_dinov2_l.yaml"}
     monkeypatch.chdir(tmp_path)
     os.symlink(os.path.join(REPO, "configs"), tmp_path / "configs")
     for path, text in files.items():
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         open(path, "w").write(text)
     labels = write_shapes("data/shapes")
     assert [c.split()[1] for c in commands] == [
@@ -133,11 +133,16 @@ def test_the_documented_commands_train_evaluate_predict_and_draw(tmp_path, monke
         assert overlay.shape == image.shape and np.abs(overlay.astype(int) - image).mean() > 5
 
 
-def test_a_wrong_number_of_classes_is_refused_naming_the_key(tmp_path, monkeypatch):
+def test_the_documented_dinov2_l_config_loads_and_a_wrong_number_of_classes_is_refused(tmp_path, monkeypatch):
     files, _ = doc_blocks()
     monkeypatch.chdir(tmp_path)
+    os.symlink(os.path.join(REPO, "configs"), tmp_path / "configs")
     os.makedirs("data/shapes")
-    open("data/shapes/dataset.yaml", "w").write(files["data/shapes/dataset.yaml"])
+    for path in ("data/shapes/dataset.yaml", "my_dinov2_l.yaml"):
+        open(path, "w").write(files[path])
+    cfg = load_config("my_dinov2_l.yaml")
+    assert (cfg.MODEL.VIT.SIZE, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES) == ("large", 3)
+    assert cfg.DATASETS.TRAIN == ("shapes_train",) and cfg.DATASETS.TEST == ("shapes_val",)
     opts = ["DATASETS.DESCRIPTIONS", "['data/shapes/dataset.yaml']", "DATASETS.TRAIN", "('shapes_train',)"]
     with pytest.raises(UserError, match=r"NUM_CLASSES is 19 but .*dataset.yaml names 3 classes "
                                         r"\(background, disc, bar\).*NUM_CLASSES 3"):
