@@ -213,3 +213,19 @@ def test_bad_descriptions_are_refused_in_one_line(tmp_path, text, message):
     with pytest.raises(UserError, match=message) as e:
         register_description(str(path))
     assert "\n" not in str(e.value) and str(path) in str(e.value)
+
+
+def test_missing_folders_and_unpaired_files_point_at_the_description(tmp_path):
+    files, _ = doc_blocks()
+    root = tmp_path / "shapes"
+    write_shapes(str(root), n_train=2, n_val=1)
+    (root / "dataset.yaml").write_text(files["data/shapes/dataset.yaml"].replace("images/val", "images/valid"))
+    register_description(str(root / "dataset.yaml"))
+    with pytest.raises(FileNotFoundError, match=r"(?s)'shapes_val': directory not found: .*images/valid; expected:"
+                                                r"\n  images/valid/\{name\}.jpg\n.*check the folders and "
+                                                r"patterns in .*dataset.yaml"):
+        DatasetCatalog.get("shapes_val")
+    os.remove(root / "images" / "train" / "f1.jpg")
+    with pytest.raises(FileNotFoundError, match=r"1 label file\(s\) have no counterpart '\*.jpg' under "
+                                                r".*images/train \(check the folders and patterns in "):
+        DatasetCatalog.get("shapes_train")

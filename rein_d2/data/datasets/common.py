@@ -50,7 +50,16 @@ def _list_by_stem(root, suffix, prefix=""):
     return out
 
 
+def _fix(script):
+    """What to do about a missing or unpaired file: run the preparation script, or, for a
+    dataset of a description file (``script`` is that file), correct it."""
+    return f"run {script}" if script.endswith(".py") else f"check the folders and patterns in {script}"
+
+
 def _missing_root_error(name, directory, layout, script):
+    if not script.endswith(".py"):
+        return FileNotFoundError(f"Dataset '{name}': directory not found: {directory}; expected:\n"
+                                 f"{layout}\n{_fix(script)} (folders are relative to it)")
     return FileNotFoundError(
         f"Dataset '{name}': directory not found: {directory}\n"
         f"rein_d2 looks for datasets under the environment variable DETECTRON2_DATASETS "
@@ -91,7 +100,7 @@ def load_sem_seg_pairs(name, image_dir, label_dir, image_suffix, label_suffix, l
             shown = "\n  ".join(have[s] for s in orphans[:5])
             raise FileNotFoundError(
                 f"Dataset '{name}': {len(orphans)} {what} file(s) have no counterpart "
-                f"'{lack_suffix}' under {lack_dir} (run {script}?); first ones:\n  {shown}"
+                f"'{lack_suffix}' under {lack_dir} ({_fix(script)}?); first ones:\n  {shown}"
             )
     return [{"file_name": images[s], "sem_seg_file_name": labels[s]} for s in sorted(images)]
 

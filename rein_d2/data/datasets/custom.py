@@ -257,7 +257,7 @@ def register_description(path: str) -> List[str]:
                 converted_dir=os.path.join(converted, split), description_file=path,
                 layout=f"  {spec['images']}/{d.get('image_pattern', '{name}.jpg')}\n"
                        f"  {spec['labels']}/{d.get('label_pattern', '{name}.png')}",
-                script=f"the description {path}")
+                script=path)
         except UserError as e:
             raise UserError(f"dataset description {path}: {e}") from None
         names.append(full)
