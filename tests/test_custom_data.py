@@ -229,3 +229,20 @@ def test_missing_folders_and_unpaired_files_point_at_the_description(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"1 label file\(s\) have no counterpart '\*.jpg' under "
                                                 r".*images/train \(check the folders and patterns in "):
         DatasetCatalog.get("shapes_train")
+
+
+def test_images_and_colour_labels_in_one_folder(tmp_path):
+    """The converted labels (.rein_labels/ below that folder) are not taken for data."""
+    ids = shapes_label(np.random.default_rng(2))
+    Image.fromarray(paint(ids)).save(tmp_path / "a_mask.png")
+    Image.fromarray(np.zeros((64, 96, 3), np.uint8)).save(tmp_path / "a.jpg")
+    (tmp_path / "d.yaml").write_text(
+        "name: onefolder\nclasses: [background, disc, bar]\n"
+        "colors: [[0, 0, 0], [220, 20, 60], [0, 0, 142]]\nlabel_format: color\n"
+        "ignore_colors: [[255, 255, 255]]\nlabel_pattern: '{name}_mask.png'\n"
+        "splits: {all: {images: ., labels: .}}\n")
+    register_description(str(tmp_path / "d.yaml"))
+    for _ in range(2):  # the second load finds the converted files beside the data
+        (d,) = DatasetCatalog.get("onefolder_all")
+        assert ".rein_labels" in d["sem_seg_file_name"]
+        np.testing.assert_array_equal(np.asarray(Image.open(d["sem_seg_file_name"])), ids)

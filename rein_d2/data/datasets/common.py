@@ -39,9 +39,11 @@ def _resolve(path):
 
 def _list_by_stem(root, suffix, prefix=""):
     """Map 'relative/path/stem' -> file for every file under root whose name is
-    prefix + stem + suffix."""
+    prefix + stem + suffix. Hidden folders are skipped: they hold no data (a custom dataset's
+    converted labels may sit in .rein_labels/ below its own folder)."""
     out = {}
-    for dirpath, _, files in os.walk(root):
+    for dirpath, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
         for f in files:
             if f.endswith(suffix) and f.startswith(prefix) and len(f) > len(prefix) + len(suffix):
                 rel = os.path.relpath(dirpath, root)
