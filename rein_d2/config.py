@@ -86,6 +86,10 @@ def load_config(config_file: str, opts=(), add_config=()) -> CN:
     except (KeyError, ValueError, AssertionError) as e:
         raise UserError(f"config override: {e}") from None
     check_config(cfg)
+    from .data.datasets.custom import check_num_classes, register_descriptions
+
+    register_descriptions(cfg.DATASETS.DESCRIPTIONS, config_file)  # a user's own datasets
+    check_num_classes(cfg)
     return cfg
 
 
@@ -243,6 +247,9 @@ def add_rein_config(cfg: CN) -> CN:
     cfg.INPUT.COLOR_AUG_SSD = True
     # Dataset mapper: "semantic", "instance" (COCO instances) or "panoptic" (COCO panoptic).
     cfg.INPUT.DATASET_MAPPER_NAME = "semantic"
+    # Description files (YAML / JSON) of a user's own datasets, registered as <name>_<split>
+    # by load_config (docs/CUSTOM_DATA.md); relative: to the current folder, else the config's.
+    cfg.DATASETS.DESCRIPTIONS = []
 
     # Training (docs/method.md section 5). Optimiser: AdamW with these betas and eps.
     cfg.SOLVER.OPTIMIZER = "ADAMW"

@@ -46,10 +46,17 @@ def parse_args(argv=None):
     source.add_argument("--input", help="a folder of images (searched recursively)")
     parser.add_argument("--format", required=True, choices=sorted(FORMATS))
     parser.add_argument("--output", required=True, help="folder of the predictions")
-    parser.add_argument("--color", metavar="DIR", help="also write Cityscapes-coloured PNGs there")
+    parser.add_argument("--color", metavar="DIR", help="also write coloured PNGs there (the dataset's "
+                        "class colours; Cityscapes' without one)")
     parser.add_argument("--batch-size", type=int, default=1, help="images per model call")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE ...")
     return parser.parse_args(argv)
+
+
+def class_colors(args, cfg):
+    """The colours of --color: those of --dataset, else of DATASETS.TEST[0], else Cityscapes'."""
+    name = args.dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None)
+    return MetadataCatalog.get(name).get("stuff_colors", None) if name else None
 
 
 def list_inputs(args, cfg):
@@ -92,11 +99,11 @@ def main(argv=None) -> int:
     loader = build_detection_test_loader(todo, mapper=_Mapper(cfg.INPUT.FORMAT, eval_size),
                                          batch_size=args.batch_size,
                                          num_workers=cfg.DATALOADER.NUM_WORKERS)
+    colors = class_colors(args, cfg)
     with tqdm.tqdm(total=len(todo), unit="img") as bar:
         for batch in loader:
             for d, prediction in zip(batch, predictor.predict_inputs(batch)):
-                train_ids = prediction.labels
-                write_prediction(args.format, train_ids, d["out"], d["color"])
+                write_prediction(args.format, prediction.labels, d["out"], d["color"], colors)
                 bar.update(1)
     print(f"wrote {len(todo)} prediction(s) to {args.output}")
     return 0

@@ -72,8 +72,10 @@ def to_submission(fmt: str, train_ids: np.ndarray) -> np.ndarray:
     return FORMATS[fmt][0](np.asarray(train_ids, dtype=np.uint8))
 
 
-def write_prediction(fmt: str, train_ids: np.ndarray, dst: str, color_dst: str = None):
-    """Write one prediction (atomically: an interrupted run leaves no partial file)."""
+def write_prediction(fmt: str, train_ids: np.ndarray, dst: str, color_dst: str = None, colors=None):
+    """Write one prediction (atomically: an interrupted run leaves no partial file); the colour
+    PNG with ``colors`` (RGB per class; default: the Cityscapes palette)."""
     write_png_atomic(dst, to_submission(fmt, train_ids))
     if color_dst:
-        write_png_atomic(color_dst, cv2.cvtColor(colorize(train_ids), cv2.COLOR_RGB2BGR))
+        rgb = colorize(train_ids) if colors is None else colorize(train_ids, colors)
+        write_png_atomic(color_dst, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))

@@ -61,6 +61,23 @@ def synthia_to_trainids(path):
     return _SYNTHIA_LUT[arr[:, :, 2].astype(np.int64)]
 
 
+# UrbanSyn's ss/ss_<NNNN>.png hold the 19 train ids and 19 for unlabelled pixels.
+URBANSYN_UNLABELLED = 19
+_URBANSYN_LUT = _lut({**{i: i for i in range(19)}, URBANSYN_UNLABELLED: IGNORE_LABEL, IGNORE_LABEL: IGNORE_LABEL})
+
+
+def urbansyn_to_trainids(path):
+    """UrbanSyn semantic label (8-bit, one channel): train ids kept, unlabelled (19) to 255.
+    Any other value, or a colour file (ss_color/), is refused: the encoding would not be the
+    one this mapping assumes."""
+    arr = _read_index_png(path)
+    bad = sorted(set(np.unique(arr).tolist()) - set(range(20)) - {IGNORE_LABEL})
+    if bad:
+        raise ValueError(f"{path}: values {bad[:10]} outside UrbanSyn's train ids 0..18 and 19 "
+                         f"(unlabelled): expected a file of UrbanSyn's ss/ folder")
+    return _URBANSYN_LUT[arr]
+
+
 # Mapillary Vistas v1.2 readable name -> train id. Exact class names first, then the extras.
 _MAPILLARY_EXTRA = {
     "Traffic Sign (Front)": "traffic sign", "Traffic Sign (Back)": "traffic sign",
@@ -138,4 +155,4 @@ def run_prepare(main, argv=None):
 
 __all__ = ["cityscapes_ids_to_trainids", "gtav_ids_to_trainids", "synthia_to_trainids",
            "mapillary_lut", "mapillary_to_trainids", "mapillary_name_to_trainid",
-           "SYNTHIA_TO_TRAINID", "check_images_if_asked", "parse_prepare_args", "run_prepare"]
+           "SYNTHIA_TO_TRAINID", "URBANSYN_UNLABELLED", "urbansyn_to_trainids", "check_images_if_asked", "parse_prepare_args", "run_prepare"]
