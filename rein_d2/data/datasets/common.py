@@ -9,6 +9,8 @@ import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.builtin_meta import CITYSCAPES_CATEGORIES
 
+from ...utils.files import write_image_atomic
+
 IGNORE_LABEL = 255
 
 # Train-id order of detectron2's own Cityscapes table (trainId 0..18).
@@ -161,13 +163,9 @@ def colorize(label):
     return lut[np.asarray(label, dtype=np.uint8)]
 
 
-def write_png_atomic(dst, array):
-    """Write via a temporary file + os.replace so an interrupted run never leaves a half PNG."""
-    os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
-    tmp = dst + ".tmp.png"
-    if not cv2.imwrite(tmp, array):
-        raise OSError(f"could not write {tmp}")
-    os.replace(tmp, dst)
+# Through a temporary file, checked, then renamed: an interrupted run or a full disk never
+# leaves a half or empty PNG under the final name (rein_d2.utils.files).
+write_png_atomic = write_image_atomic
 
 
 def _named(fn, src):

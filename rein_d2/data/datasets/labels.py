@@ -7,6 +7,7 @@ import sys
 import numpy as np
 from PIL import Image
 
+from ...utils.cli import EXIT_REFUSED, one_line
 from .common import CITYSCAPES_CLASSES, ID_TO_TRAINID, IGNORE_LABEL, datasets_root, read_label
 
 
@@ -128,12 +129,13 @@ def check_images_if_asked(args, prefix):
 
 def run_prepare(main, argv=None):
     """Entry point of the prepare scripts: an expected error (a missing, damaged or unexpected
-    file) prints one line naming it, without a traceback, and gives exit code 1."""
+    file) prints one line naming it, without a traceback, and gives exit status EXIT_REFUSED (2),
+    that of every rein_d2 tool's refusal."""
     try:
         return main(argv)
     except (OSError, ValueError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return EXIT_REFUSED
 
 
 __all__ = ["cityscapes_ids_to_trainids", "gtav_ids_to_trainids", "synthia_to_trainids",
