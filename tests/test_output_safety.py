@@ -1,0 +1,137 @@
+"""No run loses, overwrites or half-writes a user's data (issue 24, items 4-8): predict.py on a
+full disk or a file system that drops what it is given, outputs over inputs, name clashes,
+unreadable and 16-bit images, and the atomic writes under them."""
+import errno
+import importlib.util
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import REPO, config_path
+from rein_d2.utils.cli import UserError, refuse_overwrite
+from rein_d2.utils.files import OutputWriteError, write_image_atomic
+from test_meta_arch import MINI
+
+
+def load_tool(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+OPTS = [*map(str, MINI), "DATALOADER.NUM_WORKERS", "0", "DATASETS.TEST", "()"]
+
+
+def photos(folder, names, seed=0):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for name in names:
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(folder / name)
+    return folder
+
+
+def predict(tmp_path, src, *extra, out="pred"):
+    return load_tool("predict").main(["--config-file", config_path("rein_dinov2.yaml"), "--input", str(src),
+                                      "--format", "trainid", "--output", str(tmp_path / out), *extra, *OPTS])
+
+
+def _error_lines(err):
+    return [line for line in err.splitlines() if line.startswith("error:")]
+
+
+def _no_space(*args):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_full_disk_is_one_line_with_the_space_and_leaves_no_file(tmp_path, capsys, monkeypatch):
+    src = photos(tmp_path / "in", ["a.png", "b.png"])
+    monkeypatch.setattr(os, "write", _no_space)
+    assert predict(tmp_path, src) == 2
+    errors = _error_lines(capsys.readouterr().err)
+    assert len(errors) == 1 and "No space left on device" in errors[0], errors
+    assert "it needs about" in errors[0] and "are free in" in errors[0] and "rerun" in errors[0]
+    assert os.listdir(tmp_path / "pred") == []  # no final name, no temporary file
+    monkeypatch.undo()
+    assert predict(tmp_path, src) == 0  # the rerun predicts both
+    assert "0 already predicted" in capsys.readouterr().out
+    assert sorted(os.listdir(tmp_path / "pred")) == ["a.png", "b.png"]
+
+
+def test_a_write_that_silently_drops_the_data_is_caught_before_the_rename(tmp_path, monkeypatch):
+    """What cv2.imwrite did on a full disk: say it wrote, leave a 0-byte file. The read-back
+    check refuses it; nothing appears under the final name."""
+    monkeypatch.setattr(os, "write", lambda fd, data: len(data))  # accepted, never stored
+    with pytest.raises(OutputWriteError, match=r"a.png: the file read back is not what was written \(0 of"):
+        write_image_atomic(str(tmp_path / "a.png"), np.zeros((8, 8), np.uint8))
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_zero_byte_prediction_left_by_an_earlier_version_is_predicted_again(tmp_path, capsys):
+    src = photos(tmp_path / "in", ["a.png"])
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "pred" / "a.png").write_bytes(b"")
+    assert predict(tmp_path, src) == 0
+    assert "0 already predicted" in capsys.readouterr().out
+    assert cv2.imread(str(tmp_path / "pred" / "a.png"), cv2.IMREAD_UNCHANGED).shape == (48, 64)
+
+
+def test_color_into_the_input_folder_is_refused_and_the_inputs_stay(tmp_path, capsys):
+    src = photos(tmp_path / "in", ["a.png", "b.jpg"])
+    before = {p.name: p.read_bytes() for p in src.iterdir()}
+    assert predict(tmp_path, src, "--color", str(src)) == 2
+    errors = _error_lines(capsys.readouterr().err)
+    assert len(errors) == 1 and f"--color {src} holds the inputs" in errors[0]
+    assert {p.name: p.read_bytes() for p in src.iterdir()} == before
+    assert not (tmp_path / "pred").exists()
+    # --color the --output folder: the colour PNGs would replace the predictions
+    assert predict(tmp_path, src, "--color", str(tmp_path / "pred")) == 2
+    assert "--color" in capsys.readouterr().err
+
+
+def test_x_png_and_x_jpg_are_named_as_a_clash(tmp_path, capsys):
+    src = photos(tmp_path / "in", ["x.png", "x.jpg", "y.png"])
+    assert predict(tmp_path, src) == 2
+    errors = _error_lines(capsys.readouterr().err)
+    assert len(errors) == 1
+    assert str(src / "x.png") in errors[0] and str(src / "x.jpg") in errors[0] and "rename one" in errors[0]
+    assert not (tmp_path / "pred").exists()
+
+
+def test_an_unreadable_image_is_named_and_skipped_and_the_others_predicted(tmp_path, capsys):
+    src = photos(tmp_path / "in", ["a.png", "c.png"])
+    (src / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)  # a cut download
+    assert predict(tmp_path, src, "--batch-size", "2") == 2
+    captured = capsys.readouterr()
+    errors = _error_lines(captured.err)
+    assert len(errors) == 1 and str(src / "b.png") in errors[0] and "skipped" in errors[0]
+    assert "Traceback" not in captured.err
+    assert sorted(os.listdir(tmp_path / "pred")) == ["a.png", "c.png"]
+
+
+def test_a_16_bit_greyscale_image_is_predicted_as_its_8_bit_scaling(tmp_path):
+    """Pillow's conversion clips a 16-bit image at 255 (all white); it is scaled instead."""
+    grey = np.random.default_rng(0).integers(0, 255, (48, 64), dtype=np.uint8)
+    a, b = photos(tmp_path / "a", []), photos(tmp_path / "b", [])
+    Image.fromarray(grey).save(a / "img.png")
+    Image.fromarray(grey.astype(np.uint16) * 257).save(b / "img.png")  # the same picture, 16 bits
+    assert Image.open(b / "img.png").mode.startswith("I")
+    torch.manual_seed(0)  # the same random model for both
+    assert predict(tmp_path, a, out="pa") == 0
+    torch.manual_seed(0)
+    assert predict(tmp_path, b, out="pb") == 0
+    assert (tmp_path / "pa/img.png").read_bytes() == (tmp_path / "pb/img.png").read_bytes()
+
+
+def test_refuse_overwrite_compares_every_output_by_path_and_by_file(tmp_path):
+    weights = tmp_path / "w.pt2"
+    weights.write_bytes(b"weights")
+    os.symlink(weights, tmp_path / "link.pt2")
+    for output in (str(weights), str(tmp_path / "sub" / ".." / "w.pt2"), str(tmp_path / "link.pt2")):
+        with pytest.raises(UserError, match="which is the input"):
+            refuse_overwrite([str(tmp_path / "x.onnx"), output], [str(weights)], "--output")
+    refuse_overwrite([str(tmp_path / "w.onnx")], [str(weights), None], "--output")
