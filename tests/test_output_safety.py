@@ -135,3 +135,45 @@ def test_refuse_overwrite_compares_every_output_by_path_and_by_file(tmp_path):
         with pytest.raises(UserError, match="which is the input"):
             refuse_overwrite([str(tmp_path / "x.onnx"), output], [str(weights)], "--output")
     refuse_overwrite([str(tmp_path / "w.onnx")], [str(weights), None], "--output")
+
+
+_KILLED_EXPORT = """
+import os, signal, sys, torch
+sys.path.insert(0, {tools!r})
+import export_model
+export_model.export_program = lambda module, image: None  # (tracing is not what is tested)
+def killed(program, path, *a, **k):
+    with open(path, "wb") as f:
+        f.write(b"half an export")
+    os.kill(os.getpid(), signal.SIGKILL)  # kill -9 in the middle of the write
+torch.export.save = killed
+export_model.main({argv!r})
+"""
+
+
+def _export_argv(tmp_path, *opts):
+    return ["--config-file", config_path("rein_dinov2.yaml"), "--output", str(tmp_path / "rein"),
+            "--format", "torch_export", "--size", "64", "96", *map(str, MINI), *opts]
+
+
+def test_export_killed_midway_keeps_the_earlier_file_and_output_over_weights_is_refused(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    good = b"an earlier export"
+    (tmp_path / "rein.pt2").write_bytes(good)
+    code = _KILLED_EXPORT.format(tools=os.path.join(REPO, "tools"), argv=_export_argv(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": REPO})
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    assert (tmp_path / "rein.pt2").read_bytes() == good
+
+    # MODEL.WEIGHTS w.pt2 with --output w: the export would replace the weights
+    weights = tmp_path / "w.pt2"
+    weights.write_bytes(b"the user's weights")
+    argv = _export_argv(tmp_path) + ["MODEL.WEIGHTS", str(weights)]
+    argv[argv.index("--output") + 1] = str(tmp_path / "w")
+    assert load_tool("export_model").main(argv) == 2
+    errors = _error_lines(capsys.readouterr().err)
+    assert len(errors) == 1 and f"which is the input {weights}" in errors[0]
+    assert weights.read_bytes() == b"the user's weights"

@@ -120,9 +120,9 @@ def write_image_atomic(path: str, array: np.ndarray) -> None:
 
 @contextlib.contextmanager
 def staged_files(final_dir: str, names) -> Iterator[str]:
-    """A temporary folder in ``final_dir`` to write the files ``names`` in; when the block ends
-    without an error they are moved to ``final_dir`` (an old file of the same name is removed
-    first, then the new ones are renamed in order, so that a kill between the steps leaves a
+    """A temporary folder in ``final_dir`` to write the files ``names`` (the main file first,
+    then its companions) in; when the block ends without an error they are moved to
+    ``final_dir`` (the old files of those names are removed first, then the new ones are renamed in order, so that a kill between the steps leaves a
     missing file, never an old file beside a new companion). On an error nothing is moved and
     the folder is removed."""
     os.makedirs(final_dir, exist_ok=True)
@@ -130,7 +130,7 @@ def staged_files(final_dir: str, names) -> Iterator[str]:
     try:
         yield stage
         made = [n for n in names if os.path.exists(os.path.join(stage, n))]
-        for n in made:
+        for n in names:  # (an old companion the new file does not use goes too)
             with contextlib.suppress(FileNotFoundError):
                 os.remove(os.path.join(final_dir, n))
         for n in reversed(made):  # companions (the .data) before the file that names them

@@ -1,5 +1,6 @@
 """Shared pieces of rein_d2's semantic datasets: class tables, lazy registration and the
 label-conversion helpers the ``datasets/prepare_<name>.py`` scripts use."""
+import glob
 import multiprocessing as mp
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -220,6 +221,9 @@ def convert_labels(pairs, fn, workers=1, desc="labels"):
     Resumable: dst files at least as new as their src are skipped. fn must be picklable (a
     top-level function or functools.partial of one). Returns (converted, skipped).
     """
+    for folder in {os.path.dirname(d) for _, d in pairs}:  # temporaries of a killed run
+        for stale in glob.glob(os.path.join(glob.escape(folder), ".*.tmp")):
+            os.remove(stale)
     jobs = [(fn, s, d) for s, d in pairs if not _up_to_date(s, d)]
     _run(jobs, _convert_one, workers, desc)
     return len(jobs), len(pairs) - len(jobs)
