@@ -151,6 +151,25 @@ class LightCheckpointer(DetectionCheckpointer):
         except OSError as e:
             raise CheckpointSaveError(f"{e} (it still names the previous checkpoint)") from None
 
+    def get_checkpoint_file(self) -> str:
+        """OUTPUT_DIR/last_checkpoint's file, which must be a checkpoint file of OUTPUT_DIR
+        itself: a name that leads elsewhere (an absolute path, "..", a link out) is refused
+        without following it or showing what the file holds."""
+        tag = os.path.join(self.save_dir, "last_checkpoint")
+        try:
+            with open(tag, "rb") as f:
+                name = f.read(4096).decode("utf-8", "replace").strip()
+        except OSError:
+            return ""
+        path = os.path.join(self.save_dir, name)
+        folder = os.path.realpath(self.save_dir)
+        if (not name or os.path.basename(name) != name or name in (".", "..")
+                or os.path.dirname(os.path.realpath(path)) != folder or not os.path.isfile(path)):
+            raise UserError(f"{tag} does not name a checkpoint file in OUTPUT_DIR {self.save_dir}: "
+                            "write the name of one of its model_*.pth files into it, or delete it "
+                            "to start anew")
+        return path
+
     def load(self, path, checkpointables=None):
         if path:
             require_checkpoint_file(path)

@@ -14,8 +14,8 @@ import numpy as np
 
 from .cli import UserError
 
-__all__ = ["OutputWriteError", "disk_space", "os_error_of", "write_bytes_atomic",
-           "write_image_atomic", "staged_files", "write_failure"]
+__all__ = ["OutputWriteError", "disk_space", "os_error_of", "space_errors_name", "staged_files",
+           "write_bytes_atomic", "write_failure", "write_image_atomic"]
 
 # errors that mean "the disk (or the quota, or the file-size limit) is full"
 SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
@@ -137,3 +137,16 @@ def staged_files(final_dir: str, names) -> Iterator[str]:
             os.replace(os.path.join(stage, n), os.path.join(final_dir, n))
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def space_errors_name(folder: str, then: str = "rerun"):
+    """Inside the block, a write that fails for want of space (a full disk, a quota, a file-size
+    limit) becomes the one-line OutputWriteError naming ``folder`` and its free space (a failed
+    ``f.write`` names no file)."""
+    try:
+        yield
+    except OSError as e:
+        if isinstance(e, OutputWriteError) or e.errno not in SPACE_ERRNOS:
+            raise
+        raise write_failure(e.filename or os.path.join(folder, ""), e, then=then) from None

@@ -10,6 +10,7 @@ import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.builtin_meta import CITYSCAPES_CATEGORIES
 
+from ...utils.cli import UserError
 from ...utils.files import write_image_atomic
 
 IGNORE_LABEL = 255
@@ -113,9 +114,31 @@ def _refuse_misaligned_trees(name, images, labels, image_dir, label_dir):
                 f"label have the same sub-folders (layout: datasets/README.md)")
 
 
+# detectron2's own datasets (COCO, LVIS, Cityscapes ...), registered when detectron2.data is
+# imported: everything registered later is rein_d2's, a project's or the user's.
+_DETECTRON2_NAMES = frozenset(DatasetCatalog.list())
+
+
+def require_registered(names, key="DATASETS"):
+    """Refuse, in one line, a dataset name that is not registered: which names rein_d2 (and
+    the projects and the user) registered, and how to register one. detectron2's KeyError
+    lists its ~100 COCO / LVIS names instead."""
+    known = set(DatasetCatalog.list())
+    for name in names:
+        if name not in known:
+            ours = sorted(known - _DETECTRON2_NAMES)
+            raise UserError(
+                f"{key}: dataset {name!r} is not registered. rein_d2's: {', '.join(ours)} (plus "
+                "detectron2's own COCO / LVIS / Pascal names). To use another, register it "
+                "before the run with rein_d2.data.datasets.register_semantic_dataset(name, "
+                "image_dir, label_dir, image_suffix, label_suffix) or detectron2's "
+                "DatasetCatalog.register (datasets/README.md)")
+
+
 def dataset_dicts_checked(name):
-    """DatasetCatalog.get(name), refusing an empty split with the dataset and where its images
-    were looked for (detectron2 would fail later, naming neither)."""
+    """DatasetCatalog.get(name), refusing an unregistered name and an empty split with the
+    dataset and where its images were looked for (detectron2 would fail later, naming neither)."""
+    require_registered([name])
     dicts = DatasetCatalog.get(name)
     if not dicts:
         where = getattr(MetadataCatalog.get(name), "image_root", None)
