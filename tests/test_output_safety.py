@@ -177,3 +177,101 @@ def test_export_killed_midway_keeps_the_earlier_file_and_output_over_weights_is_
     errors = _error_lines(capsys.readouterr().err)
     assert len(errors) == 1 and f"which is the input {weights}" in errors[0]
     assert weights.read_bytes() == b"the user's weights"
+
+
+_SLOW_JOB = '''
+import os, time
+def job(args):
+    folder, i = args
+    time.sleep(0.4)
+    with open(os.path.join(folder, f"{i}.{os.getpid()}"), "w") as f:  # an output, and who wrote it
+        f.write("done")
+    return i
+'''
+
+_PREPARE = """
+import sys
+sys.path.insert(0, {here!r})
+from slow_job import job
+from rein_d2.data.datasets.common import parallel_imap
+for _ in parallel_imap([({out!r}, i) for i in range(200)], job, 2, "jobs"):
+    pass
+"""
+
+
+def test_killing_a_prepare_run_stops_its_workers(tmp_path):
+    """kill -9 of the parent: its spawned workers exit too instead of running their queued jobs."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "slow_job.py").write_text(_SLOW_JOB)
+    out = tmp_path / "out"
+    out.mkdir()
+    parent = subprocess.Popen([sys.executable, "-c", _PREPARE.format(here=str(tmp_path), out=str(out))],
+                              cwd=REPO, env={**os.environ, "PYTHONPATH": REPO},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while len(os.listdir(out)) < 4 and time.time() < deadline and parent.poll() is None:
+        time.sleep(0.1)
+    assert len(os.listdir(out)) >= 4, "the workers never started"
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    workers = {int(name.split(".")[1]) for name in os.listdir(out)}
+    time.sleep(3.0)  # the watch polls every 0.5 s
+
+    def running(pid):  # (an exited worker may stay a zombie: its new parent need not reap it)
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    alive = [pid for pid in workers if running(pid)]
+    for pid in alive:  # (clean up before failing)
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, f"workers {alive} outlived their parent"
+    settled = len(os.listdir(out))
+    time.sleep(1.0)
+    assert len(os.listdir(out)) == settled < 200
+
+
+def test_cityscapes_label_ids_out_of_range_and_16_bit_labels_are_named(tmp_path, capsys):
+    """Label id 250 used to become ignore (255) silently; a 16-bit PNG was called damaged."""
+    from rein_d2.data.datasets.labels import run_prepare
+
+    spec = importlib.util.spec_from_file_location("prep", os.path.join(REPO, "datasets", "prepare_cityscapes.py"))
+    prep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(prep)
+    labels = tmp_path / "cityscapes" / "gtFine"
+    for split in ("train", "val"):
+        (labels / split / "aachen").mkdir(parents=True)
+        ids = np.full((8, 16), 7, np.uint8)
+        Image.fromarray(ids).save(labels / split / "aachen" / "aachen_000000_000019_gtFine_labelIds.png")
+    bad = labels / "train" / "aachen" / "aachen_000000_000019_gtFine_labelIds.png"
+    ids[0, :3] = (250, 40, 26)
+    Image.fromarray(ids).save(bad)
+    args = ["--root", str(tmp_path), "--no-count-check", "--workers", "1"]
+    assert run_prepare(prep.main, args) == 2
+    errors = _error_lines(capsys.readouterr().err)
+    assert len(errors) == 1 and str(bad) in errors[0]
+    assert "values 40, 250 are not Cityscapes label ids (0..33)" in errors[0] and "damaged" not in errors[0]
+    Image.fromarray(np.full((8, 16), 7, np.uint16) * 300).save(bad)  # e.g. an *_instanceIds.png
+    assert run_prepare(prep.main, args) == 2
+    errors = _error_lines(capsys.readouterr().err)
+    assert len(errors) == 1 and "a 16-bit PNG, but Cityscapes label ids" in errors[0] and "damaged" not in errors[0]
+    assert not (labels / "train" / "aachen" / "aachen_000000_000019_gtFine_labelTrainIds.png").exists()
+
+
+def test_the_corruption_cache_follows_the_image_not_only_its_path(tmp_path):
+    pytest.importorskip("imagecorruptions")
+    from rein_d2.data.corruptions import cached_corruption, corrupt_image
+
+    rng = np.random.default_rng(0)
+    old, new = (rng.integers(0, 255, (32, 48, 3), dtype=np.uint8) for _ in range(2))
+    first = cached_corruption(old, "brightness", 2, 0, "city/a.png", str(tmp_path))
+    again = cached_corruption(new, "brightness", 2, 0, "city/a.png", str(tmp_path))  # replaced image
+    assert np.array_equal(again, corrupt_image(new, "brightness", 2, 0, "city/a.png"))
+    assert not np.array_equal(again, first)
+    assert np.array_equal(cached_corruption(old, "brightness", 2, 0, "city/a.png", str(tmp_path)), first)

@@ -38,7 +38,7 @@ def disk_space(path: str) -> str:
 
 
 def _size(n: float) -> str:
-    return f"{n / 2**20:.1f} MiB" if n < 2**30 else f"{n / 2**30:.1f} GiB"
+    return f"{n / 2**20:.1f} MiB"  # one unit, to compare "needs" with "free" at a glance
 
 
 def os_error_of(e: BaseException) -> Optional[OSError]:

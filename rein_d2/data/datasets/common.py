@@ -3,6 +3,8 @@ label-conversion helpers the ``datasets/prepare_<name>.py`` scripts use."""
 import glob
 import multiprocessing as mp
 import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 
 import cv2
@@ -214,6 +216,17 @@ def _check_one(job):
     _named(fn, src)
 
 
+def exit_with_parent(parent_pid: int, period: float = 0.5) -> None:
+    """In a worker process: exit as soon as ``parent_pid`` is no longer its parent (the parent
+    died and the worker was re-parented), so that no orphan goes on writing outputs."""
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(period)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit_with_parent", daemon=True).start()
+
+
 def parallel_imap(jobs, worker, workers, desc):
     """worker(job) for every job, in order, in-process or in `workers` processes."""
     from tqdm import tqdm
@@ -224,7 +237,9 @@ def parallel_imap(jobs, worker, workers, desc):
         return
     # Spawned, not forked: a worker forked from a process whose torch, OpenCV or tqdm threads
     # hold a lock at that moment can wait on it forever (it hung a CI run for 80 minutes).
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+    # Each worker exits when this process dies (kill -9 included), not after its queued jobs.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                             initializer=exit_with_parent, initargs=(os.getpid(),)) as pool:
         yield from tqdm(pool.map(worker, jobs, chunksize=16), total=len(jobs), desc=desc)
 
 

@@ -32,11 +32,26 @@ def _read_index_png(path):
     return arr
 
 
+# Cityscapes label ids (cityscapesscripts' table): 0..33; the licence plate's -1 is never drawn
+# into a labelIds PNG.
+CITYSCAPES_NUM_LABEL_IDS = 34
+
+
 def cityscapes_ids_to_trainids(path):
-    """Cityscapes *_gtFine_labelIds.png (8-bit label ids)."""
+    """Cityscapes *_gtFine_labelIds.png (8-bit label ids). A value that is no Cityscapes label
+    id is refused, naming it, rather than silently becoming ignore (255)."""
     arr = read_label(path)
     if arr.ndim != 2:
         raise ValueError(f"{path}: expected a single-channel label-id PNG, got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        raise ValueError(f"{path}: a {arr.dtype.itemsize * 8}-bit PNG, but Cityscapes label ids "
+                         "(*_gtFine_labelIds.png) are 8-bit (the 16-bit *_instanceIds.png hold "
+                         "instance ids): give the labelIds file, or store your ids as 8-bit PNG")
+    bad = np.flatnonzero(np.bincount(arr.ravel(), minlength=256)[CITYSCAPES_NUM_LABEL_IDS:])
+    if bad.size:
+        shown = ", ".join(str(v + CITYSCAPES_NUM_LABEL_IDS) for v in bad[:10])
+        raise ValueError(f"{path}: values {shown} are not Cityscapes label ids (0..33); is it a "
+                         "*_gtFine_labelIds.png? Replace the file (or fix its ids), then rerun")
     return ID_TO_TRAINID[arr]
 
 
