@@ -17,7 +17,9 @@ CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")  # MODEL.WEIGHTS, S
 # does for a bad flag); 1 is left to crashes (a Python traceback), 0 is success.
 EXIT_REFUSED = 2
 
-_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+# errors only a write gives, which the user can fix: no space (disk, quota, file-size limit), a
+# read-only file system
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
 
 
 class UserError(ValueError):
@@ -36,15 +38,15 @@ def one_line(e: BaseException) -> str:
     return " ".join(text.split())
 
 
-def _disk_full_line(e: OSError) -> str:
+def _write_error_line(e: OSError) -> str:
     from .files import write_failure  # (files imports this module)
 
-    return str(write_failure(e.filename or "an output file", e))
+    return str(write_failure(e.filename or "an output file", e, atomic=False))
 
 
 def exit_on_user_error(main: Callable[..., Optional[int]]) -> Callable[..., int]:
-    """Wrap a tool's ``main``: a UserError, or a write that fails for want of space, becomes
-    ``error: <message>`` on stderr and exit status EXIT_REFUSED."""
+    """Wrap a tool's ``main``: a UserError, or a write that fails for want of space or on a
+    read-only file system, becomes ``error: <message>`` on stderr and exit status EXIT_REFUSED."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs) -> int:
@@ -53,9 +55,9 @@ def exit_on_user_error(main: Callable[..., Optional[int]]) -> Callable[..., int]
         except UserError as e:
             print(f"error: {one_line(e)}", file=sys.stderr)
         except OSError as e:
-            if e.errno not in _SPACE_ERRNOS:
+            if e.errno not in _WRITE_ERRNOS:
                 raise
-            print(f"error: {_disk_full_line(e)}", file=sys.stderr)
+            print(f"error: {_write_error_line(e)}", file=sys.stderr)
         return EXIT_REFUSED
 
     return wrapper

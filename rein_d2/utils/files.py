@@ -55,15 +55,16 @@ def os_error_of(e: BaseException) -> Optional[OSError]:
 
 
 def write_failure(path: str, e: BaseException, needed: Optional[int] = None,
-                  what: str = "", then: str = "rerun") -> OutputWriteError:
-    """The one-line error for a failed write of ``path``: why, the space needed and free."""
+                  what: str = "", then: str = "rerun", atomic: bool = True) -> OutputWriteError:
+    """The one-line error for a failed write of ``path``: why, the space needed and free
+    (``atomic``: the write went through a temporary file, so nothing is under that name)."""
     cause = os_error_of(e)
     why = (cause.strerror or str(cause)) if cause is not None else " ".join(str(e).split()[:12])
     need = f"it needs about {_size(needed)} and " if needed else ""
     full = cause is not None and cause.errno in SPACE_ERRNOS
     todo = f"free space, then {then}" if full or cause is None else f"check that you can write there, then {then}"
-    return OutputWriteError(f"could not write {what or ''}{path}: {why}; {need}{disk_space(path)}; "
-                            f"nothing was written under that name: {todo}")
+    kept = "nothing was written under that name: " if atomic else ""
+    return OutputWriteError(f"could not write {what}{path}: {why}; {need}{disk_space(path)}; {kept}{todo}")
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -149,4 +150,4 @@ def space_errors_name(folder: str, then: str = "rerun"):
     except OSError as e:
         if isinstance(e, OutputWriteError) or e.errno not in SPACE_ERRNOS:
             raise
-        raise write_failure(e.filename or os.path.join(folder, ""), e, then=then) from None
+        raise write_failure(e.filename or os.path.join(folder, ""), e, then=then, atomic=False) from None
