@@ -253,7 +253,7 @@ def run_stream(predictor, draw, cap, out_path, total=None, max_frames=None, desc
     """Predict and draw every frame of an opened cv2.VideoCapture into ``out_path`` (WebM, the
     capture's fps, the frames' size) until the capture ends, ``max_frames`` frames or Ctrl-C.
     ``total`` is the container's frame count: a video ``source`` whose decoder stops before it
-    (a truncated or corrupt file) keeps the frames written and exits with 1."""
+    (a truncated or corrupt file) keeps the frames written and exits with 2."""
     fps = cap.get(cv2.CAP_PROP_FPS)
     if not fps or not np.isfinite(fps) or fps <= 0:
         fps = 30.0
