@@ -1,6 +1,7 @@
-"""No run loses, overwrites or half-writes a user's data (issue 24, items 4-8): predict.py on a
-full disk or a file system that drops what it is given, outputs over inputs, name clashes,
-unreadable and 16-bit images, and the atomic writes under them."""
+"""No run loses, overwrites or half-writes a user's data (issue 24, items 4-9 and 13):
+predict.py on a full disk or a file system that drops what it is given, outputs over inputs,
+name clashes, unreadable and 16-bit images, an export killed midway, prepare workers outliving
+their parent, out-of-range and 16-bit Cityscapes labels, and a stale corruption cache."""
 import errno
 import importlib.util
 import os
