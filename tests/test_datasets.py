@@ -120,7 +120,7 @@ def test_resumable(root, capsys):
     _write_gtav(root)
     dst_dir = root / "gta" / "labels_trainid"
     os.makedirs(dst_dir)
-    (dst_dir / "00000.png.tmp.png").write_bytes(b"half a file")  # left by an interrupted run
+    (dst_dir / ".00000.png.k2j4x9.tmp").write_bytes(b"half a file")  # left by a killed run
     prep = _script("prepare_gtav")
     prep.main(["--root", str(root), "--no-count-check", "--workers", "1"])
     assert "converted 2, skipped 0" in capsys.readouterr().out

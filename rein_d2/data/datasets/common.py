@@ -1,13 +1,19 @@
 """Shared pieces of rein_d2's semantic datasets: class tables, lazy registration and the
 label-conversion helpers the ``datasets/prepare_<name>.py`` scripts use."""
+import glob
 import multiprocessing as mp
 import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 
 import cv2
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.builtin_meta import CITYSCAPES_CATEGORIES
+
+from ...utils.cli import UserError
+from ...utils.files import write_image_atomic
 
 IGNORE_LABEL = 255
 
@@ -126,9 +132,31 @@ def _refuse_misaligned_trees(name, images, labels, image_dir, label_dir):
                 f"label have the same sub-folders (layout: datasets/README.md)")
 
 
+# detectron2's own datasets (COCO, LVIS, Cityscapes ...), registered when detectron2.data is
+# imported: everything registered later is rein_d2's, a project's or the user's.
+_DETECTRON2_NAMES = frozenset(DatasetCatalog.list())
+
+
+def require_registered(names, key="DATASETS"):
+    """Refuse, in one line, a dataset name that is not registered: which names rein_d2 (and
+    the projects and the user) registered, and how to register one. detectron2's KeyError
+    lists its ~100 COCO / LVIS names instead."""
+    known = set(DatasetCatalog.list())
+    for name in names:
+        if name not in known:
+            ours = sorted(known - _DETECTRON2_NAMES)
+            raise UserError(
+                f"{key}: dataset {name!r} is not registered. rein_d2's: {', '.join(ours)} (plus "
+                "detectron2's own COCO / LVIS / Pascal names). To use another, register it "
+                "before the run with rein_d2.data.datasets.register_semantic_dataset(name, "
+                "image_dir, label_dir, image_suffix, label_suffix) or detectron2's "
+                "DatasetCatalog.register (datasets/README.md)")
+
+
 def dataset_dicts_checked(name):
-    """DatasetCatalog.get(name), refusing an empty split with the dataset and where its images
-    were looked for (detectron2 would fail later, naming neither)."""
+    """DatasetCatalog.get(name), refusing an unregistered name and an empty split with the
+    dataset and where its images were looked for (detectron2 would fail later, naming neither)."""
+    require_registered([name])
     dicts = DatasetCatalog.get(name)
     if not dicts:
         where = getattr(MetadataCatalog.get(name), "image_root", None)
@@ -202,13 +230,9 @@ def colorize(label, colors=CITYSCAPES_COLORS):
     return lut[np.asarray(label, dtype=np.uint8)]
 
 
-def write_png_atomic(dst, array):
-    """Write via a temporary file + os.replace so an interrupted run never leaves a half PNG."""
-    os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
-    tmp = dst + ".tmp.png"
-    if not cv2.imwrite(tmp, array):
-        raise OSError(f"could not write {tmp}")
-    os.replace(tmp, dst)
+# Through a temporary file, checked, then renamed: an interrupted run or a full disk never
+# leaves a half or empty PNG under the final name (rein_d2.utils.files).
+write_png_atomic = write_image_atomic
 
 
 def _named(fn, src):
@@ -233,6 +257,17 @@ def _check_one(job):
     _named(fn, src)
 
 
+def exit_with_parent(parent_pid: int, period: float = 0.5) -> None:
+    """In a worker process: exit as soon as ``parent_pid`` is no longer its parent (the parent
+    died and the worker was re-parented), so that no orphan goes on writing outputs."""
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(period)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit_with_parent", daemon=True).start()
+
+
 def parallel_imap(jobs, worker, workers, desc):
     """worker(job) for every job, in order, in-process or in `workers` processes."""
     from tqdm import tqdm
@@ -243,7 +278,9 @@ def parallel_imap(jobs, worker, workers, desc):
         return
     # Spawned, not forked: a worker forked from a process whose torch, OpenCV or tqdm threads
     # hold a lock at that moment can wait on it forever (it hung a CI run for 80 minutes).
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+    # Each worker exits when this process dies (kill -9 included), not after its queued jobs.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                             initializer=exit_with_parent, initargs=(os.getpid(),)) as pool:
         yield from tqdm(pool.map(worker, jobs, chunksize=16), total=len(jobs), desc=desc)
 
 
@@ -263,6 +300,9 @@ def convert_labels(pairs, fn, workers=1, desc="labels"):
     Resumable: dst files at least as new as their src are skipped. fn must be picklable (a
     top-level function or functools.partial of one). Returns (converted, skipped).
     """
+    for folder in {os.path.dirname(d) for _, d in pairs}:  # temporaries of a killed run
+        for stale in glob.glob(os.path.join(glob.escape(folder), ".*.tmp")):
+            os.remove(stale)
     jobs = [(fn, s, d) for s, d in pairs if not _up_to_date(s, d)]
     _run(jobs, _convert_one, workers, desc)
     return len(jobs), len(pairs) - len(jobs)
