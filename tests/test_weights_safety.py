@@ -234,7 +234,7 @@ def test_eval_only_resume_scores_the_last_checkpoint(tmp_path, weights, monkeypa
     train_net_tool = tool("train_net")
     seen = {}
     monkeypatch.setattr(train_net_tool.ReinTrainer, "test", classmethod(
-        lambda cls, cfg, m, evaluators=None: seen.setdefault("state", m.state_dict())))
+        lambda cls, cfg, m, evaluators=None, **kw: seen.setdefault("state", m.state_dict())))
     args = default_argument_parser().parse_args(
         ["--config-file", config_path("rein_dinov2.yaml"), "--eval-only", "--resume", *map(str, MINI), *STRICT,
          "MODEL.WEIGHTS", str(vfm), "OUTPUT_DIR", str(out)])
