@@ -477,8 +477,9 @@ def _worktree(rev):
                        capture_output=True, text=True)
     except subprocess.CalledProcessError as e:
         os.rmdir(path)
-        sys.exit(f"error: cannot check out --baseline {rev!r}: {e.stderr.strip()} (give a commit, "
-                 "branch or tag of this repository)")
+        print(f"error: cannot check out --baseline {rev!r}: {' '.join(e.stderr.split())} (give a "
+              "commit, branch or tag of this repository)", file=sys.stderr)
+        sys.exit(2)  # rein_d2.utils.cli.EXIT_REFUSED (rein_d2 is not imported here: a baseline brings its own)
     return path
 
 

@@ -12,7 +12,9 @@ from .utils.cli import UserError
 from .utils.cpu import warn_if_slow_bfloat16
 from .utils.projects import import_project_of
 
-__all__ = ["add_rein_config", "check_config", "load_config", "SafeCfgNode"]
+LOSS_SPIKE_MIN_HISTORY = 5  # losses the guard needs before it compares (engine.hooks)
+
+__all__ = ["add_rein_config", "check_config", "check_training_config", "load_config", "SafeCfgNode"]
 
 
 class _BaseRefused(UserError):
@@ -79,7 +81,14 @@ def load_config(config_file: str, opts=(), add_config=()) -> CN:
     for add in dict.fromkeys([*add_config, *import_project_of(config_file)]):
         add(cfg)
     cfg = SafeCfgNode(cfg)  # every node: yacs merges only nodes of the same class
-    cfg.merge_from_file(config_file)
+    try:  # a typo or a wrong type in the file (or a _BASE_ it names): one line, not a traceback
+        cfg.merge_from_file(config_file)
+    except (KeyError, ValueError, AssertionError, yaml.YAMLError) as e:
+        if isinstance(e, UserError):
+            raise
+        why = " ".join(str(e.args[0] if isinstance(e, KeyError) and e.args else e).split())
+        raise UserError(f"--config-file {config_file}: {why} (in it or in a _BASE_ file it names): "
+                        "fix that key or its value (the keys are listed in docs/CONFIGS.md)") from None
     if not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
     try:
@@ -87,6 +96,10 @@ def load_config(config_file: str, opts=(), add_config=()) -> CN:
     except (KeyError, ValueError, AssertionError) as e:
         raise UserError(f"config override: {e}") from None
     check_config(cfg)
+    from .data.datasets.custom import check_num_classes, register_descriptions
+
+    register_descriptions(cfg.DATASETS.DESCRIPTIONS, config_file)  # a user's own datasets
+    check_num_classes(cfg)
     warn_if_slow_bfloat16(cfg)  # once, at the start of any tool
     return cfg
 
@@ -100,10 +113,22 @@ _CHOICES = {"SOLVER.AMP.PRECISION": ("float16", "bfloat16"),
             "TEST.MIOU_CONVENTION": ("detectron2", "mmseg")}
 
 
+def _value(cfg: CN, key: str):
+    return functools.reduce(getattr, key.split("."), cfg)
+
+
+def _positive(cfg: CN, *keys: str) -> None:
+    for key in keys:
+        value = _value(cfg, key)
+        if any(v <= 0 for v in (value if isinstance(value, (list, tuple)) else [value])):
+            raise UserError(f"{key} is {value!r}; it must be positive")
+
+
 def check_config(cfg: CN) -> None:
-    """Refuse values outside the choices rein_d2 knows, naming the key and the choices."""
+    """Refuse values outside the choices rein_d2 knows, naming the key and the choices, and
+    sliding-window sizes that are not positive."""
     for key, choices in _CHOICES.items():
-        value = functools.reduce(getattr, key.split("."), cfg)
+        value = _value(cfg, key)
         if value not in choices:
             raise UserError(f"{key} is {value!r}; expected one of {', '.join(choices)}")
     from .evaluation.miou import CLASS_SUBSETS  # here: rein_d2 imports config before evaluation
@@ -116,6 +141,21 @@ def check_config(cfg: CN) -> None:
     if size and (len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size)):
         raise UserError(f"TEST.EVAL_SIZE is {size!r}; expected () or (W, H), two positive "
                         "integers, e.g. TEST.EVAL_SIZE \"(2048, 1024)\"")
+    _positive(cfg, "MODEL.MASK2FORMER.TEST.CROP_SIZE", "MODEL.MASK2FORMER.TEST.STRIDE",
+              "MODEL.MASK2FORMER.TEST.CROP_BATCH_SIZE")
+
+
+def check_training_config(cfg: CN) -> None:
+    """Refuse, before anything is built, training values that would fail deep inside a run or
+    make it do nothing with exit status 0."""
+    _positive(cfg, "SOLVER.MAX_ITER", "SOLVER.IMS_PER_BATCH", "SOLVER.CHECKPOINT_PERIOD")
+    if cfg.INPUT.CROP.ENABLED:
+        _positive(cfg, "INPUT.CROP.SIZE")
+    if cfg.SOLVER.LOSS_SPIKE_FACTOR > 0 and cfg.SOLVER.LOSS_SPIKE_WINDOW < LOSS_SPIKE_MIN_HISTORY:
+        raise UserError(f"SOLVER.LOSS_SPIKE_WINDOW is {cfg.SOLVER.LOSS_SPIKE_WINDOW}; the loss-spike "
+                        f"guard compares with the median of at least {LOSS_SPIKE_MIN_HISTORY} "
+                        "iterations: set it to that or more, or turn the guard off with "
+                        "SOLVER.LOSS_SPIKE_FACTOR 0")
 
 
 def add_rein_config(cfg: CN) -> CN:
@@ -245,6 +285,9 @@ def add_rein_config(cfg: CN) -> CN:
     cfg.INPUT.COLOR_AUG_SSD = True
     # Dataset mapper: "semantic", "instance" (COCO instances) or "panoptic" (COCO panoptic).
     cfg.INPUT.DATASET_MAPPER_NAME = "semantic"
+    # Description files (YAML / JSON) of a user's own datasets, registered as <name>_<split>
+    # by load_config (docs/CUSTOM_DATA.md); relative: to the current folder, else the config's.
+    cfg.DATASETS.DESCRIPTIONS = []
 
     # Training (docs/method.md section 5). Optimiser: AdamW with these betas and eps.
     cfg.SOLVER.OPTIMIZER = "ADAMW"
@@ -268,7 +311,7 @@ def add_rein_config(cfg: CN) -> CN:
     # Keep only the newest N periodic checkpoints (0 = keep all; model_final is always kept).
     cfg.SOLVER.MAX_CHECKPOINTS = 0
     # Stop when the loss exceeds this many times the median of the last LOSS_SPIKE_WINDOW
-    # iterations (0 = off), before a checkpoint can store the diverged weights.
+    # (>= 5) iterations (FACTOR 0 = off), before a checkpoint can store the diverged weights.
     cfg.SOLVER.LOSS_SPIKE_FACTOR = 10.0
     cfg.SOLVER.LOSS_SPIKE_WINDOW = 50
     return cfg

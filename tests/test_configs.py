@@ -39,8 +39,25 @@ def test_the_published_settings_are_all_there():
                  "gtav/baselines/dinov2_l_lora.yaml", "gtav/baselines/dinov2_l_vpt.yaml",
                  "quickstart/synthstreets_dinov2_s.yaml", "gtav/rein_resnet50.yaml",
                  "gtav/rein_resnet101.yaml", "gtav/rein_convnext_l.yaml", "gtav/rein_dinov3_s.yaml",
-                 "gtav/rein_dinov3_b.yaml", "gtav/rein_dinov3_l.yaml"]:
+                 "gtav/rein_dinov3_b.yaml", "gtav/rein_dinov3_l.yaml",
+                 "gtav_synthia_urbansyn/rein_dinov2_l.yaml",
+                 "gtav_synthia_urbansyn/rein_dinov2_l_cityscapes_1_16.yaml"]:
         assert name in CONFIGS, name
+
+
+def test_the_urbansyn_and_one_sixteenth_settings_train_and_score_what_the_release_does():
+    from rein_d2.evaluation import source_datasets
+
+    synthetic = load_config(os.path.join(REPO, "configs", "gtav_synthia_urbansyn", "rein_dinov2_l.yaml"))
+    assert synthetic.DATASETS.TRAIN == ("gtav_train", "synthia_train", "urbansyn_train")
+    assert synthetic.DATASETS.TEST == ("cityscapes_rein_val", "bdd100k_sem_seg_val", "mapillary_val")
+    assert source_datasets(synthetic.DATASETS.TEST, synthetic.DATASETS.TRAIN) == []
+    semi = load_config(os.path.join(REPO, "configs", "gtav_synthia_urbansyn",
+                                    "rein_dinov2_l_cityscapes_1_16.yaml"))
+    assert semi.DATASETS.TRAIN == synthetic.DATASETS.TRAIN + ("cityscapes_rein_train_1_16",)
+    assert semi.DATASETS.TEST == synthetic.DATASETS.TEST
+    # Cityscapes is a training domain there: its val split is reported apart from the mean
+    assert source_datasets(semi.DATASETS.TEST, semi.DATASETS.TRAIN) == ["cityscapes_rein_val"]
 
 
 @pytest.mark.parametrize("name", CONFIGS)

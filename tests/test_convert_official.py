@@ -551,7 +551,7 @@ def test_convert_pretrained_cli_refuses_another_family(official, tmp_path, capsy
     tool = load_tool()
     rc = tool.main(["--config-file", str(yaml), "--input", official["eva02"][0],
                     "--output", str(output)])
-    assert rc == 1
+    assert rc == 2
     err = capsys.readouterr().err
     assert "EVA02 checkpoint" in err and "backbone is MAE" in err
     assert not output.exists()

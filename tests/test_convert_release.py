@@ -80,7 +80,7 @@ def test_vfm_weights_inside_the_release_are_converted(setup, fixtures_dir, capsy
         assert torch.equal(out[k], v), k
     # ...so adding --pretrained as well is refused rather than silently preferring one.
     rc, _ = run(yaml, state, tmp, "--pretrained", vfm)
-    assert rc == 1
+    assert rc == 2
 
 
 @pytest.mark.parametrize("fault,message", [
@@ -104,7 +104,7 @@ def test_faults_are_errors_naming_the_key(setup, capsys, fault, message):
         # A VFM of another design under backbone.*: the official converter's refusal.
         state.update({"backbone.blocks.0.attn.qkv.weight": torch.zeros(96, 32)})
     rc, dst = run(yaml, state, tmp)
-    assert rc == 1
+    assert rc == 2
     assert message in capsys.readouterr().err
     assert not os.path.exists(dst)  # nothing half-written
 
@@ -127,7 +127,7 @@ def test_config_that_does_not_match_the_checkpoint(setup, capsys):
     yaml, state, tmp = setup
     rc, _ = run(yaml, state, tmp, "MODEL.REIN.LINK_TOKEN_TO_QUERY", "False")
     err = capsys.readouterr().err
-    assert rc == 1
+    assert rc == 2
     assert "predictor.querys2feat.weight: not in this model" in err
     assert "MODEL.REIN.LINK_TOKEN_TO_QUERY" in err
     assert "decode_head.query_feat.weight" in err  # what the unlinked model would need, by release name
@@ -140,9 +140,9 @@ def test_missing_or_unreadable_input(setup, capsys, tmp_path):
     assert "no such checkpoint file" in capsys.readouterr().err
     bad = tmp_path / "list.pth"
     torch.save([torch.zeros(1)], bad)
-    assert CONVERT.main(["--config-file", yaml, "--input", str(bad), "--output", str(tmp_path / "o.pth")]) == 1
+    assert CONVERT.main(["--config-file", yaml, "--input", str(bad), "--output", str(tmp_path / "o.pth")]) == 2
     assert "expected a dict checkpoint" in capsys.readouterr().err
     corrupt = tmp_path / "corrupt.pth"
     corrupt.write_bytes(b"not a checkpoint")
-    assert CONVERT.main(["--config-file", yaml, "--input", str(corrupt), "--output", str(tmp_path / "o.pth")]) == 1
+    assert CONVERT.main(["--config-file", yaml, "--input", str(corrupt), "--output", str(tmp_path / "o.pth")]) == 2
     assert "corrupt.pth: a file of unknown kind (it starts with b'not a ch'), not a checkpoint" in capsys.readouterr().err

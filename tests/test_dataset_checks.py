@@ -111,7 +111,7 @@ def test_check_images_lists_every_unreadable_image_and_fails(root, capsys):
     # Without the flag, nothing decodes the images (a damaged one shows only in training).
     assert prep.main(_gtav_args(root)) == 0
     capsys.readouterr()
-    assert run_prepare(prep.main, _gtav_args(root, "--check-images", workers="2")) == 1
+    assert run_prepare(prep.main, _gtav_args(root, "--check-images", workers="2")) == 2
     err = capsys.readouterr().err.splitlines()
     for path in bad:
         assert sum(str(path) in line for line in err) == 1
@@ -147,7 +147,7 @@ def test_check_images_covers_the_checking_scripts_too(root, capsys):
               np.zeros((64, 64), np.uint8))
     _truncate(root / "bdd100k" / "images" / "10k" / "val" / "a.jpg")
     args = ["--root", str(root), "--no-count-check", "--workers", "1", "--check-images"]
-    assert run_prepare(_script("prepare_bdd100k").main, args) == 1
+    assert run_prepare(_script("prepare_bdd100k").main, args) == 2
     err = capsys.readouterr().err
     assert "10k/val/a.jpg: unreadable image" in err and "10k/train/a.jpg" not in err
 
@@ -182,7 +182,7 @@ def test_truncated_raw_label_gives_one_line_naming_the_file(root, capsys, script
     label = write(root)
     _truncate(label)
     args = ["--root", str(root), "--no-count-check", "--workers", workers]
-    assert run_prepare(_script(script).main, args) == 1
+    assert run_prepare(_script(script).main, args) == 2
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and str(label) in lines[0] and "download it again" in lines[0]
@@ -192,7 +192,7 @@ def test_truncated_raw_label_gives_one_line_naming_the_file(root, capsys, script
 def test_other_expected_errors_are_one_line_too(root, capsys):
     _write_mapillary(root)
     (root / "mapillary" / "config_v1.2.json").write_text('{"labels": [')  # cut short
-    assert run_prepare(_script("prepare_mapillary").main, ["--root", str(root), "--workers", "1"]) == 1
+    assert run_prepare(_script("prepare_mapillary").main, ["--root", str(root), "--workers", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "config_v1.2.json" in err[0] and "download" in err[0]
 

@@ -120,7 +120,7 @@ def test_resumable(root, capsys):
     _write_gtav(root)
     dst_dir = root / "gta" / "labels_trainid"
     os.makedirs(dst_dir)
-    (dst_dir / "00000.png.tmp.png").write_bytes(b"half a file")  # left by an interrupted run
+    (dst_dir / ".00000.png.k2j4x9.tmp").write_bytes(b"half a file")  # left by a killed run
     prep = _script("prepare_gtav")
     prep.main(["--root", str(root), "--no-count-check", "--workers", "1"])
     assert "converted 2, skipped 0" in capsys.readouterr().out
@@ -319,3 +319,65 @@ def test_acdc_check_and_load(root):
     (d,) = DatasetCatalog.get("acdc_night_val")
     assert d["sem_seg_file_name"].endswith("_gt_labelTrainIds.png")
     assert MetadataCatalog.get("acdc_snow_train").eval_size == (1920, 1080)
+
+
+def test_urbansyn_prepare_and_load(root, capsys):
+    """Official layout rgb/rgb_<NNNN>.png + ss/ss_<NNNN>.png: train ids kept, 19 (unlabelled)
+    to ignore; a value outside UrbanSyn's encoding, or a colour file, stops the script naming it."""
+    raw = np.concatenate([np.arange(20), [255]]).astype(np.uint8).reshape(1, -1)
+    for i in (1, 2):
+        _image(str(root / "urbansyn" / "rgb" / f"rgb_{i:04d}.png"))
+        os.makedirs(root / "urbansyn" / "ss", exist_ok=True)
+        Image.fromarray(np.roll(raw, i)).save(root / "urbansyn" / "ss" / f"ss_{i:04d}.png")
+        Image.fromarray(np.zeros((1, 21, 3), np.uint8)).save(root / "urbansyn" / f"ss_color_{i}.png")  # not read
+    assert _script("prepare_urbansyn").main(["--root", str(root), "--no-count-check", "--workers", "1"]) == 0
+    dicts = DatasetCatalog.get("urbansyn_train")
+    assert [(os.path.basename(d["file_name"]), os.path.basename(d["sem_seg_file_name"])) for d in dicts] == [
+        ("rgb_0001.png", "ss_0001.png"), ("rgb_0002.png", "ss_0002.png")]
+    for i, d in zip((1, 2), dicts):
+        expected = np.roll(np.array(list(range(19)) + [255, 255], np.uint8).reshape(1, -1), i)
+        np.testing.assert_array_equal(_load_label(d), expected)
+    assert MetadataCatalog.get("urbansyn_train").stuff_classes == CITYSCAPES_CLASSES
+    assert DATASETS["urbansyn_train"]["size"] == 7539
+
+    bad = raw.copy()
+    bad[0, 3] = 33  # a Cityscapes label id, say: not UrbanSyn's encoding
+    Image.fromarray(bad).save(root / "urbansyn" / "ss" / "ss_0003.png")
+    capsys.readouterr()
+    assert _script("prepare_urbansyn").run_prepare(
+        _script("prepare_urbansyn").main, ["--root", str(root), "--no-count-check", "--workers", "1"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
+    assert err.startswith("error: ") and "ss_0003.png: values [33] outside UrbanSyn's train ids" in err, err
+    os.remove(root / "urbansyn" / "ss" / "ss_0003.png")
+    Image.fromarray(np.zeros((1, 21, 3), np.uint8)).save(root / "urbansyn" / "ss" / "ss_0004.png")
+    with pytest.raises(ValueError, match="ss_0004.png: expected a palette .P. or 8-bit .L. PNG, got mode RGB"):
+        _script("prepare_urbansyn").main(["--root", str(root), "--no-count-check", "--workers", "1"])
+
+
+def test_cityscapes_one_sixteenth_is_every_16th_train_frame_sorted_by_path(root):
+    """cityscapes_rein_train_1_16: 33 frames in two cities -> the 1st, 17th and 33rd by path."""
+    frames = [("aachen", i) for i in range(20)] + [("bochum", i) for i in range(13)]
+    label_ids = sorted(CITYSCAPES_SPEC)
+    for k, (city, i) in enumerate(frames[::-1]):  # written in another order than the sorted one
+        stem = f"{city}_{i:06d}_000019"
+        _image(str(root / "cityscapes" / "leftImg8bit" / "train" / city / f"{stem}_leftImg8bit.png"))
+        os.makedirs(root / "cityscapes" / "gtFine" / "train" / city, exist_ok=True)
+        label = np.full((2, 4), label_ids[(len(frames) - 1 - k) % 19], np.uint8)
+        label[0, 0] = 0  # unlabeled -> ignore
+        assert cv2.imwrite(str(root / "cityscapes" / "gtFine" / "train" / city / f"{stem}_gtFine_labelIds.png"), label)
+    _image(str(root / "cityscapes" / "leftImg8bit" / "val" / "lindau" / "lindau_000000_000019_leftImg8bit.png"))
+    os.makedirs(root / "cityscapes" / "gtFine" / "val" / "lindau")
+    assert cv2.imwrite(str(root / "cityscapes" / "gtFine" / "val" / "lindau" / "lindau_000000_000019_gtFine_labelIds.png"),
+                       np.zeros((2, 4), np.uint8))
+    assert _script("prepare_cityscapes").main(["--root", str(root), "--no-count-check", "--workers", "1"]) == 0
+    subset = DatasetCatalog.get("cityscapes_rein_train_1_16")
+    assert [os.path.basename(d["file_name"]) for d in subset] == [
+        "aachen_000000_000019_leftImg8bit.png", "aachen_000016_000019_leftImg8bit.png",
+        "bochum_000012_000019_leftImg8bit.png"]
+    for d, n in zip(subset, (0, 16, 32)):
+        expected = np.full((2, 4), CITYSCAPES_SPEC[label_ids[n % 19]], np.uint8)
+        expected[0, 0] = 255
+        np.testing.assert_array_equal(_load_label(d), expected)
+    assert len(DatasetCatalog.get("cityscapes_rein_train")) == 33
+    assert DATASETS["cityscapes_rein_train_1_16"]["size"] == -(-2975 // 16) == 186
+    assert MetadataCatalog.get("cityscapes_rein_train_1_16").domain == "cityscapes"

@@ -56,7 +56,7 @@ def test_folder_of_good_corrupt_and_non_image_files(demo, tmp_path, capsys):
     rc = run(demo, "--input", str(src), "--output", str(out), "--opacity", "0.6")
 
     captured = capsys.readouterr()
-    assert rc == 1
+    assert rc == 2
     assert "skipping 1 non-image file(s)" in captured.out and "notes.txt" not in captured.err
     errors = _error_lines(captured.err)
     for bad in ("cut.png", "cut_jpeg.jpg", "broken.png", "empty.png"):
@@ -147,7 +147,7 @@ def test_truncated_video_is_an_error(demo, tmp_path, capsys):
     assert cap.get(cv2.CAP_PROP_FRAME_COUNT) == 10  # the header survives the cut
     cap.release()
 
-    assert run(demo, "--video-input", str(video), "--output", str(tmp_path / "out")) == 1
+    assert run(demo, "--video-input", str(video), "--output", str(tmp_path / "out")) == 2
 
     errors = _error_lines(capsys.readouterr().err)
     assert len(errors) == 1 and str(video) in errors[0] and "of the 10 frames" in errors[0]

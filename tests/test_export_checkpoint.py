@@ -59,9 +59,9 @@ def test_full_export_loads_alone_and_light_extraction_round_trips(tmp_path):
 def test_exports_that_would_hold_random_weights_are_refused(tmp_path, capsys):
     _, vfm, light = trained_files(tmp_path)
     out = tmp_path / "out.pth"
-    assert export("--output", str(out), "MODEL.TRAINED_WEIGHTS", str(light)) == 1  # no VFM
+    assert export("--output", str(out), "MODEL.TRAINED_WEIGHTS", str(light)) == 2  # no VFM
     assert "the frozen VFM: set MODEL.WEIGHTS" in capsys.readouterr().err
-    assert export("--output", str(out), "MODEL.WEIGHTS", str(vfm)) == 1  # no trained part
+    assert export("--output", str(out), "MODEL.WEIGHTS", str(vfm)) == 2  # no trained part
     err = capsys.readouterr().err
     assert "MODEL.TRAINED_WEIGHTS" in err and "backbone.rein." in err
     assert not out.exists()

@@ -3,6 +3,7 @@ project's installed package (registering its datasets and backbones) and adds it
 as the project's own train_net.py does; a config elsewhere imports no project, and nothing
 beside a config file is ever imported. `pip install -e .` makes the projects' packages
 importable from any folder."""
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -31,16 +32,27 @@ print(json.dumps(out))
 """
 
 
+def _environment_install():
+    """Where this environment's rein_d2 distribution is installed from (None: not installed)."""
+    try:
+        return str(importlib.metadata.distribution("rein_d2")._path)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 @pytest.fixture(scope="module")
 def site_packages(tmp_path_factory):
     """This checkout installed as the Makefile installs it (pip install --no-deps -e .), into a
     prefix of its own: the site-packages folder to add (the shared environment is untouched)."""
     prefix = tmp_path_factory.mktemp("prefix")
     env = {k: v for k, v in os.environ.items() if k not in ("PIP_CONSTRAINT", "PYTHONPATH")}
+    before = _environment_install()
+    # --ignore-installed: without it pip first uninstalls the environment's own rein_d2
     proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                           "--prefix", str(prefix), "-e", REPO], cwd=str(prefix), env=env,
-                          capture_output=True, text=True, timeout=300)
+                           "--ignore-installed", "--prefix", str(prefix), "-e", REPO], cwd=str(prefix),
+                          env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _environment_install() == before, "installing into a prefix changed the environment's rein_d2"
     return sysconfig.get_path("purelib", vars={"base": str(prefix), "platbase": str(prefix)})
 
 

@@ -187,7 +187,7 @@ def test_registers_pass_through_rein():
 
 
 def test_unknown_size_is_a_clear_error():
-    with pytest.raises(ValueError, match="known sizes"):
+    with pytest.raises(ValueError, match="set MODEL.VIT.SIZE to one of"):
         build_backbone(load_cfg(opts=("MODEL.VIT.SIZE", "tiny")))
 
 

@@ -1,5 +1,7 @@
 """The procedural street-scene generator behind the CPU quick start."""
 import os
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -7,6 +9,7 @@ import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from rein_d2.data.datasets.common import CITYSCAPES_CLASSES, CITYSCAPES_COLORS
+from conftest import REPO
 from rein_d2.data.synthetic_streets import (
     SPLITS,
     colorize,
@@ -162,6 +165,28 @@ def test_defaults_are_registered_at_import_under_the_datasets_root(tmp_path, mon
     monkeypatch.setattr(ss, "generate", lambda root, split, n, *a: (root, split, n))
     assert DatasetCatalog.get("synthstreets_target_val") == (str(tmp_path / "synthstreets"), "target_val", 50)
     assert DatasetCatalog.get("synthstreets_source_train")[2] == 200
+
+
+def test_the_generator_is_imported_only_when_its_datasets_are_loaded(tmp_path):
+    code = f"""
+import sys
+import rein_d2
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from rein_d2.data import register_synthetic_streets
+assert "synthstreets_source_train" in DatasetCatalog.list()
+assert "rein_d2.data.synthetic_streets" not in sys.modules, "imported by import rein_d2"
+for name in list(DatasetCatalog.list()):
+    if name.startswith("synthstreets_"):
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+register_synthetic_streets({str(tmp_path)!r}, n_train=1, n_val=1, size=(16, 32))
+assert "rein_d2.data.synthetic_streets" not in sys.modules
+assert len(DatasetCatalog.get("synthstreets_target_val")) == 1
+assert "rein_d2.data.synthetic_streets" in sys.modules
+"""
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_mosaic_and_colorize():

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from rein_d2 import load_config
-from rein_d2.engine import CheckpointSaveError, LightCheckpointer, ReinTrainer, TrainingDiverged, save_atomic
+from rein_d2.engine import (CheckpointSaveError, LightCheckpointer, ReinTrainer, TrainingDiverged, lock_output_dir,
+                            save_atomic)
 from rein_d2.utils.cli import UserError
 from conftest import REPO, config_path
 from test_meta_arch import mini_model
@@ -62,11 +63,14 @@ def test_kill_9_during_a_save_leaves_last_checkpoint_and_previous_file_intact(tm
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
     assert not (tmp_path / "model_0000002.pth").exists()
-    # The previous checkpoint loads, and the next save replaces the torn temporary file.
+    # The previous checkpoint loads; the torn temporary file (a unique hidden name, so that two
+    # processes never share one) is removed when the next run takes OUTPUT_DIR.
     model = mini_model()
     LightCheckpointer(model, str(tmp_path)).load(str(tmp_path / "model_0000001.pth"))
+    assert len(list(tmp_path.glob(".model_0000002.pth.*.tmp"))) == 1
+    lock_output_dir(str(tmp_path))
     save_atomic({"a": torch.zeros(1)}, str(tmp_path / "model_0000002.pth"))
-    assert not (tmp_path / "model_0000002.pth.tmp").exists()
+    assert not list(tmp_path.glob(".*.tmp"))
 
 
 def test_a_loss_spike_stops_training_before_it_is_checkpointed(dataset, tmp_path):  # noqa: F811

@@ -115,7 +115,7 @@ def test_a_torchscript_archive_whose_setstate_writes_a_file_runs_nothing(tmp_pat
     rc = tool("convert_pretrained").main(["--config-file", config_path("rein_dinov2.yaml"), "--input",
                                           str(payload), "--output", str(output), *map(str, MINI)])
     err = capsys.readouterr().err
-    assert rc == 1 and err.startswith(f"error: {payload}: refused") and err.count("\n") == 1, err
+    assert rc == 2 and err.startswith(f"error: {payload}: refused") and err.count("\n") == 1, err
     assert not marker.exists() and not output.exists()
 
     # An archive whose data.pkl calls a function itself, as an ordinary malicious pickle does.

@@ -36,9 +36,8 @@ def main(argv=None) -> int:
 
     cfg = load_config(args.config_file, args.opts)
     if not os.path.isfile(args.input):
-        print(f"error: no such checkpoint file: {args.input}", file=sys.stderr)
-        return 2
-    refuse_overwrite(args.output, [args.input])
+        raise UserError(f"no such checkpoint file: {args.input}")
+    refuse_overwrite(args.output, [args.input, args.config_file])
     with torch.device("meta"):  # only shapes are needed: no memory for a weightless ViT-G
         backbone = build_backbone(cfg)
     try:
@@ -46,8 +45,7 @@ def main(argv=None) -> int:
         converted, report = convert_official_checkpoint(state, backbone)
     except UserError as e:
         message = str(e) if args.input in str(e) else f"{args.input}: {e}"
-        print(f"error: {message}", file=sys.stderr)
-        return 1
+        raise UserError(message) from None
     print(report.summary())
     out = {
         "model": {f"backbone.vit.{k}": v.contiguous() for k, v in converted.items()},

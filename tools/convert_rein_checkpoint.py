@@ -50,27 +50,22 @@ def main(argv=None) -> int:
     cfg = load_config(args.config_file, args.opts)
     for path in filter(None, (args.input, args.pretrained)):
         if not os.path.isfile(path):
-            print(f"error: no such checkpoint file: {path}", file=sys.stderr)
-            return 2
-    refuse_overwrite(args.output, [args.input, args.pretrained])
+            raise UserError(f"no such checkpoint file: {path}")
+    refuse_overwrite(args.output, [args.input, args.pretrained, args.config_file])
     with torch.device("meta"):  # shapes only: converting for a ViT-G costs no model memory
         # (not build_model: it moves the model to MODEL.DEVICE, which meta tensors cannot do)
         model = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)(cfg)
-    try:
-        ckpt = read_checkpoint(args.input)
-        state, extra = unwrap_release_checkpoint(ckpt)
-        weights, report = convert_release_checkpoint(state, model, extra)
-        if args.pretrained:
-            vfm = _pretrained_vfm(args.pretrained, model.backbone)
-            both = sorted(set(vfm) & set(weights))
-            if both:
-                raise CheckpointMismatchError(
-                    f"{args.input} already holds the VFM; drop --pretrained ({both[0]}, ...)")
-            weights.update(vfm)
-            report.frozen_missing = [k for k in report.frozen_missing if k not in vfm]
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    ckpt = read_checkpoint(args.input)
+    state, extra = unwrap_release_checkpoint(ckpt)
+    weights, report = convert_release_checkpoint(state, model, extra)
+    if args.pretrained:
+        vfm = _pretrained_vfm(args.pretrained, model.backbone)
+        both = sorted(set(vfm) & set(weights))
+        if both:
+            raise CheckpointMismatchError(
+                f"{args.input} already holds the VFM; drop --pretrained ({both[0]}, ...)")
+        weights.update(vfm)
+        report.frozen_missing = [k for k in report.frozen_missing if k not in vfm]
     print(report.summary())
     out = {"model": {k: v.contiguous() for k, v in weights.items()},
            "__author__": "rein_d2.convert_rein_checkpoint", "matching_heuristics": False}

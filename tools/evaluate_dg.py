@@ -26,6 +26,7 @@ evaluation time: mIoU per corruption and severity, their mean (mPC) and its rati
 mIoU (rPC), in robustness_<target>.{json,csv,png} (the png a heat map).
 """
 import argparse
+import os
 import sys
 
 import torch
@@ -35,9 +36,11 @@ from detectron2.utils.logger import setup_logger
 from rein_d2 import load_config
 from rein_d2.engine import load_model_weights
 from rein_d2.data.corruptions import corruption_names
+from rein_d2.data.datasets.common import require_registered
 from rein_d2.evaluation import evaluate_domain_generalization
 from rein_d2.evaluation.robustness import evaluate_robustness
-from rein_d2.utils.cli import exit_on_user_error, reclaim_overrides
+from rein_d2.utils.cli import exit_on_user_error, reclaim_overrides, refuse_overwrite
+from rein_d2.utils.files import space_errors_name
 
 
 @exit_on_user_error
@@ -69,17 +72,22 @@ def main(argv=None) -> int:
     if args.eval_size:
         args.opts += ["TEST.EVAL_SIZE", str(tuple(args.eval_size))]
     cfg = load_config(args.config_file, args.opts)
+    names = args.datasets or list(cfg.DATASETS.TEST)
+    require_registered(names, "--datasets" if args.datasets else "DATASETS.TEST")
+    outputs = [os.path.join(args.output_dir, f"{stem}.{ext}") for ext in ("json", "csv", "png")
+               for stem in ["dg_summary"] + [f"robustness_{n}" for n in names]]
+    refuse_overwrite(outputs, [args.config_file, cfg.MODEL.WEIGHTS, cfg.MODEL.TRAINED_WEIGHTS],
+                     "--output-dir")
     setup_logger(name="rein_d2")
     model = build_model(cfg).eval()
     load_model_weights(cfg, model)  # MODEL.WEIGHTS, then MODEL.TRAINED_WEIGHTS; all or refused
-    names = args.datasets or list(cfg.DATASETS.TEST)
-    with torch.no_grad():
+    with torch.no_grad(), space_errors_name(args.output_dir):  # a full disk: one line
         summary = evaluate_domain_generalization(cfg, model, names, args.output_dir)
     print(summary.table())
     print(f"wrote {args.output_dir}/dg_summary.json, .csv and .png")
     if corruptions:
         for name in names:
-            with torch.no_grad():
+            with torch.no_grad(), space_errors_name(args.output_dir):
                 robust = evaluate_robustness(cfg, model, name, corruptions, args.severities, args.output_dir,
                                              args.corruption_seed, args.corruption_cache)
             print(robust.table())

@@ -41,15 +41,11 @@ def main(argv=None) -> int:
     if not (cfg.MODEL.WEIGHTS or cfg.MODEL.TRAINED_WEIGHTS):
         parser.error("give the weights to export: MODEL.WEIGHTS (VFM or full file) and, for a "
                      "light training checkpoint, MODEL.TRAINED_WEIGHTS")
-    refuse_overwrite(args.output, (cfg.MODEL.WEIGHTS, cfg.MODEL.TRAINED_WEIGHTS))
+    refuse_overwrite(args.output, (cfg.MODEL.WEIGHTS, cfg.MODEL.TRAINED_WEIGHTS, args.config_file))
     if args.light:  # the VFM is not exported: only the trained part must come from a file
         cfg.MODEL.ALLOW_RANDOM_WEIGHTS = True
     model = build_model(cfg)
-    try:
-        loaded = load_model_weights(cfg, model)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    loaded = load_model_weights(cfg, model)
     state = light_state_dict(model) if args.light else model.state_dict()
     missing = [k for k in state if k not in loaded]
     if missing:
@@ -58,9 +54,8 @@ def main(argv=None) -> int:
                 if all(k in frozen for k in missing) else
                 "trained weights: set MODEL.TRAINED_WEIGHTS to the training checkpoint, and check "
                 "that the config is the one it was trained with")
-        print(f"error: {len(missing)} of the {len(state)} weights to export were in no file "
-              f"(first: {', '.join(missing[:5])}); they are {what}", file=sys.stderr)
-        return 1
+        raise UserError(f"{len(missing)} of the {len(state)} weights to export were in no file "
+                        f"(first: {', '.join(missing[:5])}); they are {what}")
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     save_atomic({"model": {k: v.detach().cpu() for k, v in state.items()}, "rein_d2_light": args.light},
                 args.output)

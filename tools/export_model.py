@@ -12,7 +12,10 @@ logits [1, K, H, W] or, with --labels, the label map [1, H, W]. --mode whole / s
 the config's MODEL.MASK2FORMER.TEST.MODE) picks whole-image or sliding-window inference.
 
 Each export is run on the same random image as the PyTorch model and the largest difference is
-printed; above --tolerance the tool exits with status 1.
+printed; above --tolerance the export is not kept and the tool exits with status 2. Files are
+written in a temporary folder beside the output and renamed into place once checked, so an
+interrupted or failed export never leaves a broken file over a good earlier one; an --output
+that would write over the config or the weights is refused.
 """
 import argparse
 import os
@@ -25,7 +28,11 @@ from detectron2.modeling import build_model
 from rein_d2 import load_config
 from rein_d2.engine import load_model_weights
 from rein_d2.export import SemanticExport, export_onnx, export_program
-from rein_d2.utils.cli import UserError, exit_on_user_error
+from rein_d2.utils.cli import UserError, exit_on_user_error, refuse_overwrite
+from rein_d2.utils.files import staged_files
+
+# format -> the files it writes (the main file first, then its companions)
+SUFFIXES = {"onnx": (".onnx", ".onnx.data"), "torch_export": (".pt2",)}
 
 
 def parse_args(argv=None):
@@ -55,34 +62,36 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     # eager modules: the exporters trace the model themselves
     cfg = load_config(args.config_file, args.opts + ["MODEL.DEVICE", "cpu", "MODEL.COMPILE", ""])
+    refuse_overwrite([args.output + s for fmt in args.format for s in SUFFIXES[fmt]],
+                     [args.config_file, cfg.MODEL.WEIGHTS, cfg.MODEL.TRAINED_WEIGHTS])
     model = build_model(cfg).eval()
     load_model_weights(cfg, model)  # MODEL.WEIGHTS (+ MODEL.TRAINED_WEIGHTS); all or refused
     module = SemanticExport(model, "labels" if args.labels else "logits", args.mode)
     image = torch.randn(1, 3, *args.size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         reference = module(image)
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)) or ".", exist_ok=True)
-    worst = 0.0
+    folder, base = os.path.split(os.path.abspath(args.output))
     for fmt in args.format:
-        if fmt == "onnx":
-            path = export_onnx(module, image, args.output + ".onnx")
-            out = torch.from_numpy(run_onnx(path, image))
-        else:
-            path = args.output + ".pt2"
-            program = export_program(module, image)
-            torch.export.save(program, path)
-            with torch.no_grad():
-                out = torch.export.load(path).module()(image)
-        diff = float((out.double() - reference.double()).abs().max())
-        worst = max(worst, diff)
-        size = sum(os.path.getsize(p) for p in (path, path + ".data") if os.path.exists(p))
-        data = f" with its weights in {os.path.basename(path)}.data" if os.path.exists(path + ".data") else ""
-        print(f"{fmt}: wrote {path}{data} ({size / 2**20:.1f} MiB); {module.mode} "
-              f"{module.output} at {args.size[0]}x{args.size[1]}; largest difference to PyTorch "
-              f"{diff:.3g}")
-    if worst > args.tolerance:
-        raise UserError(f"the export differs from the PyTorch model by {worst:.3g} (> --tolerance "
-                        f"{args.tolerance:g}): do not use it")
+        names = [base + s for s in SUFFIXES[fmt]]
+        with staged_files(folder, names) as stage:  # renamed into place at the end of the block
+            path = os.path.join(stage, names[0])
+            if fmt == "onnx":
+                export_onnx(module, image, path)
+                out = torch.from_numpy(run_onnx(path, image))
+            else:
+                torch.export.save(export_program(module, image), path)
+                with torch.no_grad():
+                    out = torch.export.load(path).module()(image)
+            diff = float((out.double() - reference.double()).abs().max())
+            made = [n for n in names if os.path.exists(os.path.join(stage, n))]
+            size = sum(os.path.getsize(os.path.join(stage, n)) for n in made)
+            if diff > args.tolerance:
+                raise UserError(f"the {fmt} export differs from the PyTorch model by {diff:.3g} (> "
+                                f"--tolerance {args.tolerance:g}); it was not kept")
+        data = f" with its weights in {made[1]}" if len(made) > 1 else ""
+        print(f"{fmt}: wrote {args.output + SUFFIXES[fmt][0]}{data} ({size / 2**20:.1f} MiB); "
+              f"{module.mode} {module.output} at {args.size[0]}x{args.size[1]}; largest "
+              f"difference to PyTorch {diff:.3g}")
     return 0
 
 

@@ -15,8 +15,10 @@ trainid (train ids, 255 = ignore). Each image is predicted at its dataset's eval
 it) and written at its own size.
 
 Resumable: images whose prediction exists are skipped (files are written under a temporary
-name, then renamed), so rerun the same command after an interruption. Inputs are never written
-over: an --output that holds the inputs is refused.
+name, checked to decode, then renamed), so rerun the same command after an interruption or a
+full disk. Inputs are never written over: an --output or --color folder that holds the inputs,
+and two inputs that would share a prediction's name (x.png and x.jpg), are refused. An image
+that cannot be read is named and skipped; the exit status is then 2.
 """
 import argparse
 import os
@@ -29,9 +31,9 @@ from rein_d2 import load_config
 from rein_d2.data.datasets.common import dataset_dicts_checked
 from rein_d2.evaluation import DGTestMapper
 from rein_d2.evaluation.protocol import eval_size_of
+from rein_d2.evaluation.submission import FORMATS, plan_predictions, prediction_done, write_prediction
 from rein_d2.predictor import Predictor
-from rein_d2.evaluation.submission import FORMATS, prediction_path, write_prediction
-from rein_d2.utils.cli import UserError, exit_on_user_error
+from rein_d2.utils.cli import EXIT_REFUSED, UserError, exit_on_user_error, one_line
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -46,10 +48,17 @@ def parse_args(argv=None):
     source.add_argument("--input", help="a folder of images (searched recursively)")
     parser.add_argument("--format", required=True, choices=sorted(FORMATS))
     parser.add_argument("--output", required=True, help="folder of the predictions")
-    parser.add_argument("--color", metavar="DIR", help="also write Cityscapes-coloured PNGs there")
+    parser.add_argument("--color", metavar="DIR", help="also write coloured PNGs there (the dataset's "
+                        "class colours; Cityscapes' without one)")
     parser.add_argument("--batch-size", type=int, default=1, help="images per model call")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE ...")
     return parser.parse_args(argv)
+
+
+def class_colors(args, cfg):
+    """The colours of --color: those of --dataset, else of DATASETS.TEST[0], else Cityscapes'."""
+    name = args.dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None)
+    return MetadataCatalog.get(name).get("stuff_colors", None) if name else None
 
 
 def list_inputs(args, cfg):
@@ -75,14 +84,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = load_config(args.config_file, args.opts)
     dicts, root, eval_size = list_inputs(args, cfg)
-    output = os.path.realpath(args.output)
-    if any(os.path.realpath(d["file_name"]).startswith(output + os.sep) for d in dicts):
-        raise UserError(f"--output {args.output} holds the inputs: pass another folder")
-    for d in dicts:
-        rel = os.path.relpath(d["file_name"], root)
-        d["out"] = os.path.join(args.output, prediction_path(args.format, rel))
-        d["color"] = os.path.join(args.color, os.path.splitext(rel)[0] + ".png") if args.color else None
-    todo = [d for d in dicts if not os.path.exists(d["out"])]
+    plan = plan_predictions(args.format, [d["file_name"] for d in dicts], root, args.output, args.color)
+    for d, (_, out, color) in zip(dicts, plan):
+        d.update(out=out, color=color)
+    todo = [d for d in dicts if not prediction_done(d["out"])]
     print(f"{len(dicts)} images, {len(dicts) - len(todo)} already predicted in {args.output}, "
           f"{len(todo)} to predict ({args.format} format)")
     if not todo:
@@ -92,13 +97,23 @@ def main(argv=None) -> int:
     loader = build_detection_test_loader(todo, mapper=_Mapper(cfg.INPUT.FORMAT, eval_size),
                                          batch_size=args.batch_size,
                                          num_workers=cfg.DATALOADER.NUM_WORKERS)
+    unreadable = []
+    colors = class_colors(args, cfg)
     with tqdm.tqdm(total=len(todo), unit="img") as bar:
         for batch in loader:
-            for d, prediction in zip(batch, predictor.predict_inputs(batch)):
-                train_ids = prediction.labels
-                write_prediction(args.format, train_ids, d["out"], d["color"])
-                bar.update(1)
-    print(f"wrote {len(todo)} prediction(s) to {args.output}")
+            bad = [d["unreadable"] for d in batch if "unreadable" in d]
+            for message in bad:
+                tqdm.tqdm.write(f"error: {message}; skipped", file=sys.stderr)
+            unreadable += bad
+            batch = [d for d in batch if "unreadable" not in d]
+            for d, prediction in zip(batch, predictor.predict_inputs(batch) if batch else []):
+                write_prediction(args.format, prediction.labels, d["out"], d["color"], colors)
+            bar.update(len(batch) + len(bad))
+    print(f"wrote {len(todo) - len(unreadable)} prediction(s) to {args.output}")
+    if unreadable:
+        print(f"{len(unreadable)} image(s) could not be read, each named above: replace them "
+              "and rerun", file=sys.stderr)
+        return EXIT_REFUSED
     return 0
 
 
@@ -106,7 +121,10 @@ class _Mapper(DGTestMapper):
     """The DG test mapper (image at the evaluation size), keeping the output paths."""
 
     def __call__(self, d):
-        out = super().__call__(d)
+        try:
+            out = super().__call__(d)
+        except (OSError, UserError) as e:  # a damaged image: named, skipped, the rest predicted
+            return {"unreadable": one_line(e)}
         out.update(out=d["out"], color=d["color"])
         return out
 

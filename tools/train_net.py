@@ -17,18 +17,21 @@ in OUTPUT_DIR/inference_TTA). The evaluation protocol's keys (TEST.EVAL_SIZE, TE
 TEST.CLASS_SUBSETS, MODEL.MASK2FORMER.TEST.MODE / CROP_SIZE / STRIDE; docs/EVALUATION.md) apply
 here too, and every dg_summary.json records them.
 Flags (--resume, --eval-only, --num-gpus) go before the KEY VALUE overrides. Wrong weights, a
-config that does not fit the checkpoint, a diverging run and a failed save each stop the run
-with one line saying what to do, and exit status 2.
+config that does not fit the checkpoint, a diverging run, a failed save, a bad config value and
+an OUTPUT_DIR in use by another training run (a lock file holds its pid and host) each stop
+the run with one line saying what to do, and exit status 2.
 """
 import logging
 import sys
 
 from detectron2.engine import default_argument_parser, hooks, launch
+from detectron2.utils import comm
 from torch.multiprocessing import ProcessExitedException
 
 from rein_d2 import load_config
-from rein_d2.engine import LightCheckpointer, ReinTrainer, TrainingDiverged, load_model_weights
-from rein_d2.utils.cli import UserError
+from rein_d2.engine import (LightCheckpointer, ReinTrainer, TrainingDiverged, load_model_weights,
+                            lock_output_dir)
+from rein_d2.utils.cli import EXIT_REFUSED, UserError, one_line
 from rein_d2.utils.logging import setup_logging
 
 logger = logging.getLogger("rein_d2")
@@ -37,6 +40,8 @@ logger = logging.getLogger("rein_d2")
 def setup(args, add_config=()):
     cfg = load_config(args.config_file, args.opts, add_config)
     cfg.freeze()
+    if not args.eval_only and comm.is_main_process():  # before log.txt is opened
+        lock_output_dir(cfg.OUTPUT_DIR)
     setup_logging(cfg, args)  # detectron2's default_setup, with no ANSI codes in log.txt
     return cfg
 
@@ -70,8 +75,8 @@ def main(args, add_config=()):
             trainer.register_hooks([hooks.EvalHook(0, lambda: trainer.test_with_TTA(cfg, trainer.model))])
         return trainer.train()
     except (UserError, TrainingDiverged) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        sys.exit(EXIT_REFUSED)
 
 
 def run(main_fn=None):

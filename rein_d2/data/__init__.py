@@ -2,7 +2,7 @@
 from . import datasets
 from .dataset_mappers import SemanticDatasetMapper, build_test_mapper, build_train_mapper
 from .samplers import PositionedDataset, ResumableTrainingSampler, SeededMapper
-from .synthetic_streets import register_synthetic_streets
+from .datasets.synthstreets import register_synthetic_streets
 
 register_synthetic_streets()  # the quick start's generated source / target domains (lazy)
 

@@ -1,7 +1,8 @@
 """Image corruptions of the ``imagecorruptions`` package (Cityscapes-C: 15 corruptions plus 4
 extra, severities 1-5), applied deterministically: each (image, corruption, severity) is drawn
 from numpy's RNG seeded by (seed, the image's path, corruption, severity), whichever process
-applies it. Optionally cached on disk, written atomically.
+applies it. Optionally cached on disk (keyed by the image's path and content), written
+atomically.
 
 ``imagecorruptions`` 1.1.2 predates scikit-image 0.19 and numpy 2: its calls are adapted here
 (``multichannel`` became ``channel_axis``; ``random_noise`` takes its generator explicitly, so
@@ -100,10 +101,15 @@ def corrupt_image(image_rgb: np.ndarray, name: str, severity: int, seed: int = 0
 
 
 def cached_corruption(image_rgb, name, severity, seed, path, cache_dir=None) -> np.ndarray:
-    """corrupt_image(), read from or written to ``cache_dir/<name>/<severity>/<file>.png``."""
+    """corrupt_image(), read from or written to ``cache_dir/<name>/<severity>/<file>.png``. The
+    file name carries a digest of the image's path and of its pixels, so an image changed at the
+    same path is corrupted anew rather than served its predecessor's corruption."""
     if not cache_dir:
         return corrupt_image(image_rgb, name, severity, seed, path)
-    digest = hashlib.blake2b(os.path.abspath(path).encode(), digest_size=6).hexdigest()
+    key = hashlib.blake2b(os.path.abspath(path).encode(), digest_size=6)
+    key.update(repr(image_rgb.shape).encode())
+    key.update(np.ascontiguousarray(image_rgb).data)
+    digest = key.hexdigest()
     dst = os.path.join(cache_dir, f"seed{seed}", name, str(severity),
                        f"{os.path.splitext(os.path.basename(path))[0]}_{digest}.png")
     if os.path.exists(dst):

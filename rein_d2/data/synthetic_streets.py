@@ -16,7 +16,7 @@ Two styles share the geometry rules and differ in appearance only:
   lower camera (horizon a bit further down).
 
     import rein_d2                                       # registers the default sets (lazy)
-    DatasetCatalog.get("synthstreets_source_train")      # generated on first access
+    DatasetCatalog.get("synthstreets_source_train")      # imports this module, generates
 """
 import os
 import sys
@@ -24,10 +24,8 @@ import sys
 import cv2
 import numpy as np
 import tqdm
-from detectron2.data import DatasetCatalog, MetadataCatalog
-
-from .datasets.common import (CITYSCAPES_CLASSES, CITYSCAPES_COLORS, IGNORE_LABEL, colorize, datasets_root,
-                              write_png_atomic)
+from .datasets.common import colorize, write_png_atomic
+from .datasets.synthstreets import SPLITS, register_synthetic_streets  # noqa: F401  (re-exported)
 
 __all__ = [
     "STYLES", "SPLITS", "render_scene", "generate", "register_synthetic_streets", "colorize",
@@ -38,12 +36,6 @@ __all__ = [
  RIDER, CAR, TRUCK, BUS, TRAIN, MOTORCYCLE, BICYCLE) = range(19)
 
 STYLES = ("source", "target")
-# name -> (style, seed offset); the actual seed is register_synthetic_streets' seed + offset.
-SPLITS = {
-    "synthstreets_source_train": ("source", 0),
-    "synthstreets_source_val": ("source", 1000),
-    "synthstreets_target_val": ("target", 2000),
-}
 
 _SHIFT = 4  # sub-pixel bits for cv2 drawing
 _SCALE = 1 << _SHIFT
@@ -713,46 +705,6 @@ def generate(root, split_name, n, style, height=256, width=512, seed=0, progress
         write_png_atomic(fl, lab)
         write_png_atomic(fi, cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
     return out
-
-
-def register_synthetic_streets(root=None, n_train=200, n_val=50, size=(256, 512), seed=0):
-    """Register the synthstreets datasets (generated on first DatasetCatalog.get, then reused).
-
-    ``synthstreets_source_train`` / ``synthstreets_source_val`` are in the source style,
-    ``synthstreets_target_val`` in the target style. ``root`` defaults to
-    $DETECTRON2_DATASETS/synthstreets, read when the data is first asked for. ``size`` is
-    (height, width). Names already registered are left as they are. rein_d2 registers the
-    defaults at import, so configs can name these datasets with nothing to prepare.
-    """
-    height, width = int(size[0]), int(size[1])
-    counts = {"synthstreets_source_train": n_train, "synthstreets_source_val": n_val,
-              "synthstreets_target_val": n_val}
-
-    def split_root():
-        return root if root is not None else os.path.join(datasets_root(), "synthstreets")
-
-    for name, (style, off) in SPLITS.items():
-        if name in DatasetCatalog.list():
-            continue
-        split = name[len("synthstreets_"):]
-        DatasetCatalog.register(
-            name,
-            lambda split=split, n=counts[name], style=style, s=seed + off: generate(
-                split_root(), split, n, style, height, width, s),
-        )
-        MetadataCatalog.get(name).set(
-            stuff_classes=list(CITYSCAPES_CLASSES),
-            stuff_colors=[list(c) for c in CITYSCAPES_COLORS],
-            ignore_label=IGNORE_LABEL,
-            evaluator_type="sem_seg",
-            image_root=os.path.join(split_root(), split, "images"),
-            sem_seg_root=os.path.join(split_root(), split, "labels"),
-            style=style,
-            domain=f"synthstreets_{style}",  # source val shares the training domain
-        )
-    return list(SPLITS)
-
-
 
 
 def make_mosaic(pairs):

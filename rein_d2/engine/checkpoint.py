@@ -4,7 +4,7 @@ MODEL.WEIGHTS at load time. Saves are atomic."""
 import contextlib
 import os
 import random
-import shutil
+import tempfile
 from typing import Dict, Iterable, Set
 
 import numpy as np
@@ -16,6 +16,7 @@ from ..checkpoint.io import require_checkpoint_file
 from ..checkpoint.pretrained import _FAMILY_NAMES
 from ..modeling.backbone.peft import lora_parameter_names
 from ..utils.cli import UserError
+from ..utils.files import os_error_of, write_bytes_atomic, write_failure
 from .resume import check_resume_config
 
 __all__ = ["CheckpointSaveError", "LightCheckpointer", "RNGState", "check_state_fits",
@@ -51,28 +52,39 @@ def _tensor_bytes(obj) -> int:
     return 0
 
 
+def _write_error(e: BaseException) -> bool:
+    """A failed file write: an OSError, or torch.save's ``RuntimeError: [enforce fail at
+    inline_container.cc ...]`` (its PyTorchStreamWriter's write failed: full disk, file-size
+    limit), which carries the OSError as its context or names only a file position."""
+    return os_error_of(e) is not None or (isinstance(e, RuntimeError) and (
+        "inline_container" in str(e) or "PytorchStreamWriter" in str(e)))
+
+
 def save_atomic(data, path: str) -> None:
-    """torch.save through a temporary file, fsync and a rename: an interrupted or failed save
-    never replaces a good file with a torn one, and a failed one leaves no partial file behind
-    (on a full disk that file would hold the space the next save needs)."""
-    tmp = path + ".tmp"
+    """torch.save through a temporary file of a unique name (two processes saving to one
+    folder never share it), fsync and a rename: an interrupted or failed save never replaces a
+    good file with a torn one, and a failed one leaves no partial file behind (on a full disk
+    that file would hold the space the next save needs)."""
+    tmp = None
     try:
-        with open(tmp, "wb") as f:
+        folder = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+        with os.fdopen(fd, "wb") as f:
             torch.save(data, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        tmp = None
     except BaseException as e:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        if not isinstance(e, OSError):
+        if not _write_error(e):
             raise
-        folder = os.path.dirname(os.path.abspath(path))
-        free = shutil.disk_usage(folder).free if os.path.isdir(folder) else 0
-        raise CheckpointSaveError(
-            f"could not save the checkpoint {path}: {e.strerror or e}; it needs about "
-            f"{_tensor_bytes(data) / 2**20:.0f} MiB and {free / 2**20:.0f} MiB are free in {folder}; "
-            "any previous checkpoint is kept: free space, then continue with --resume") from e
+        raise CheckpointSaveError(str(write_failure(
+            path, e, _tensor_bytes(data), what="the checkpoint ",
+            then="continue with --resume (any previous checkpoint is kept)"))) from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
 
 
 class RNGState:
@@ -136,14 +148,28 @@ class LightCheckpointer(DetectionCheckpointer):
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         path = os.path.join(self.save_dir, "last_checkpoint")
         try:
-            with open(path + ".tmp", "w") as f:
-                f.write(last_filename_basename)
-            os.replace(path + ".tmp", path)
+            write_bytes_atomic(path, last_filename_basename.encode())
         except OSError as e:
-            with contextlib.suppress(OSError):
-                os.remove(path + ".tmp")
-            raise CheckpointSaveError(f"could not write {path} ({e.strerror or e}); it still names "
-                                      "the previous checkpoint: free space, then --resume") from e
+            raise CheckpointSaveError(f"{e} (it still names the previous checkpoint)") from None
+
+    def get_checkpoint_file(self) -> str:
+        """OUTPUT_DIR/last_checkpoint's file, which must be a checkpoint file of OUTPUT_DIR
+        itself: a name that leads elsewhere (an absolute path, "..", a link out) is refused
+        without following it or showing what the file holds."""
+        tag = os.path.join(self.save_dir, "last_checkpoint")
+        try:
+            with open(tag, "rb") as f:
+                name = f.read(4096).decode("utf-8", "replace").strip()
+        except OSError:
+            return ""
+        path = os.path.join(self.save_dir, name)
+        folder = os.path.realpath(self.save_dir)
+        if (not name or os.path.basename(name) != name or name in (".", "..")
+                or os.path.dirname(os.path.realpath(path)) != folder or not os.path.isfile(path)):
+            raise UserError(f"{tag} does not name a checkpoint file in OUTPUT_DIR {self.save_dir}: "
+                            "write the name of one of its model_*.pth files into it, or delete it "
+                            "to start anew")
+        return path
 
     def load(self, path, checkpointables=None):
         if path:

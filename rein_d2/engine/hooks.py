@@ -6,6 +6,8 @@ from collections import deque
 
 from detectron2.engine import HookBase, hooks
 
+from ..config import LOSS_SPIKE_MIN_HISTORY
+
 __all__ = ["LossSpikeGuard", "EarlyPeriodicWriter", "TrainingDiverged", "divergence_message"]
 
 
@@ -29,7 +31,7 @@ class LossSpikeGuard(HookBase):
     moved are never saved: the last checkpoint is the last good state. Non-finite losses are
     stopped by detectron2 before the optimiser step."""
 
-    def __init__(self, factor: float, window: int, min_history: int = 5):
+    def __init__(self, factor: float, window: int, min_history: int = LOSS_SPIKE_MIN_HISTORY):
         self.factor = factor
         self.history = deque(maxlen=window)
         self.min_history = min_history

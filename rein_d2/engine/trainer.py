@@ -15,12 +15,14 @@ from detectron2.evaluation import print_csv_format
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from ..config import check_training_config
 from ..data import PositionedDataset, ResumableTrainingSampler, SeededMapper, build_train_mapper
-from ..data.datasets.common import dataset_dicts_checked
+from ..data.datasets.common import dataset_dicts_checked, require_registered
 from ..data.samplers import ResumableSampler, build_resumable_sampler
 from ..evaluation import (INSTANCE_KINDS, PANOPTIC_KINDS, build_evaluator, build_test_loader,
                           evaluate_domain_generalization)
 from ..modeling.test_time_augmentation import SemanticSegmentorWithTTA
+from ..utils.cli import UserError
 from .checkpoint import LightCheckpointer, RNGState, load_model_weights
 from .hooks import EarlyPeriodicWriter, LossSpikeGuard, TrainingDiverged, divergence_message
 from .optimizer import build_lr_scheduler, build_optimizer
@@ -33,11 +35,29 @@ logger = logging.getLogger(__name__)
 DG_KINDS = {"sem_seg", *PANOPTIC_KINDS, *INSTANCE_KINDS}
 
 
+class _NoTracebackForUserErrors(logging.Filter):
+    """detectron2's training loop logs a traceback for every exception before re-raising it; an
+    error the user can fix (a bad label, a full disk, a diverged run) is printed as one line by
+    the tool instead."""
+
+    def filter(self, record):
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, (UserError, TrainingDiverged))
+
+
+_TRAIN_LOOP_LOG = logging.getLogger("detectron2.engine.train_loop")
+if not any(isinstance(f, _NoTracebackForUserErrors) for f in _TRAIN_LOOP_LOG.filters):
+    _TRAIN_LOOP_LOG.addFilter(_NoTracebackForUserErrors())
+
+
 class ReinTrainer(DefaultTrainer):
     def __init__(self, cfg):
         # DefaultTrainer.__init__, with two changes: AMP in fp16 or bf16 (detectron2's is fp16
         # only), and DDP over gloo for CPU models (detectron2 passes device_ids, which DDP
         # refuses for a CPU module, so `--num-gpus 2` failed on a CPU machine).
+        check_training_config(cfg)  # a zero batch, no iterations, a negative crop: said first
+        require_registered(cfg.DATASETS.TRAIN, "DATASETS.TRAIN")
+        require_registered(cfg.DATASETS.TEST, "DATASETS.TEST")  # not only at the end of training
         TrainerBase.__init__(self)
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()

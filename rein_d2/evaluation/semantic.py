@@ -12,6 +12,7 @@ from PIL import Image
 
 from ..data.dataset_mappers.instance import read_image_checked
 from ..data.datasets.common import dataset_dicts_checked
+from ..utils.cli import UserError
 from .protocol import eval_size_of
 
 __all__ = ["DGTestMapper", "check_label_matches", "eval_resize_shape", "label_loader",
@@ -69,7 +70,7 @@ def check_label_matches(label_path: str, image_path: str, w: int, h: int):
     except Exception as e:
         raise OSError(f"cannot read label {label_path}: {type(e).__name__}: {e}") from e
     if (lw, lh) != (w, h) or bands != 1:
-        raise ValueError(
+        raise UserError(
             f"label {label_path} is {lw}x{lh} with {bands} channel(s) but its image {image_path} "
             f"is {w}x{h} (W x H): evaluation needs a single-channel label of the image's size; "
             f"rerun the dataset's preparation script (datasets/README.md) or replace the pair")
@@ -87,12 +88,12 @@ def label_loader(num_classes: int, ignore_label: int):
             except Exception as e:
                 raise OSError(f"cannot read label {path}: {type(e).__name__}: {e}") from e
         if label.ndim != 2:  # a colour PNG: the score would fail on a numpy broadcast
-            raise ValueError(f"label {path} has shape {label.shape}; evaluation needs a single-"
+            raise UserError(f"label {path} has shape {label.shape}; evaluation needs a single-"
                              "channel map of class ids: run the dataset's preparation script "
                              "(datasets/README.md)")
         bad = np.unique(label[(label != ignore_label) & ((label < 0) | (label >= num_classes))])
         if bad.size:
-            raise ValueError(f"label {path} holds values {bad[:10].tolist()} outside 0.."
+            raise UserError(f"label {path} holds values {bad[:10].tolist()} outside 0.."
                              f"{num_classes - 1} and ignore {ignore_label}: run the dataset's "
                              "preparation script (datasets/README.md)")
         return label

@@ -23,9 +23,10 @@ demo refuses before loading the model and says which input and what --output to 
 The output folder is created and test-written before the model is loaded, so a read-only or
 mistyped --output is one line up front, not a failure per image after the whole inference.
 Non-image files in a folder are skipped and counted; each unreadable (corrupt, truncated) image
-is named on its own line, the others are drawn, and the exit status is then 1. A video whose
+is named on its own line, the others are drawn, and the exit status is then 2 (that of every
+refusal, docs/GETTING_STARTED.md). A video whose
 decoder stops before the container's frame count (a truncated file) keeps the frames written,
-says how many of how many, and also exits with 1.
+says how many of how many, and also exits with 2.
 """
 import argparse
 import glob
@@ -38,12 +39,13 @@ import cv2
 import numpy as np
 import tqdm
 from PIL import UnidentifiedImageError
-from detectron2.data.detection_utils import read_image
 
 from rein_d2 import load_config
+from rein_d2.data.dataset_mappers.instance import read_image_checked
 from rein_d2.engine import check_weight_files
 from rein_d2.predictor import Predictor
-from rein_d2.utils.cli import UserError, exit_on_user_error, reclaim_overrides
+from rein_d2.utils.cli import EXIT_REFUSED, UserError, exit_on_user_error, reclaim_overrides, refuse_overwrite
+from rein_d2.utils.files import write_image_atomic
 from rein_d2.utils.visualizer import OverlayDrawer
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -112,26 +114,14 @@ def _error(msg: str) -> None:
     tqdm.tqdm.write(f"error: {msg}", file=sys.stderr)
 
 
-def _file_id(path: str) -> Tuple[int, int]:
-    st = os.stat(path)
-    return st.st_dev, st.st_ino
-
-
 def refuse_overwriting_inputs(outputs: Sequence[str], inputs: Sequence[str], output_dir: str) -> None:
     """Raise a UserError when one of ``outputs`` is an existing input file, before anything is
-    written. Files are compared by device and inode, so links and case-insensitive file systems
-    cannot sneak an overwrite past the check."""
-    by_id = {_file_id(p): p for p in inputs if os.path.exists(p)}
-    clashes = [(out, by_id[_file_id(out)]) for out in outputs
-               if os.path.exists(out) and _file_id(out) in by_id]
-    if not clashes:
-        return
-    out, src = clashes[0]
-    more = f" (and {len(clashes) - 1} more)" if len(clashes) > 1 else ""
+    written (rein_d2.utils.cli.refuse_overwrite: by path, and by device and inode, so links and
+    case-insensitive file systems cannot sneak an overwrite past the check)."""
     same_as_default = os.path.realpath(DEFAULT_OUTPUT) == os.path.realpath(output_dir)
     instead = output_dir.rstrip("/\\") + "_overlays" if same_as_default else DEFAULT_OUTPUT
-    raise UserError(f"--output {output_dir} would write {out} over the input {src}{more}; pass an "
-                    f"--output folder that holds none of the inputs, e.g. --output {instead}")
+    refuse_overwrite(outputs, inputs, f"--output {output_dir}",
+                     f"pass an --output folder that holds none of the inputs, e.g. --output {instead}")
 
 
 def ensure_writable_folder(folder: str) -> None:
@@ -168,9 +158,9 @@ def run_images(predictor, draw, paths, outputs, output_dir, n_input_errors=0) ->
     failed = []
     for path, out in zip(tqdm.tqdm(paths, desc="images", unit="img"), outputs):
         try:
-            image = read_image(path, format="BGR")
+            image = read_image_checked(path, "BGR")  # (16-bit greyscale scaled to 8 bits)
         except Exception as e:  # corrupt / unsupported file: report it and go on
-            _error(f"cannot read image {path}: {_unreadable_reason(e)}; skipped")
+            _error(f"cannot read image {path}: {_unreadable_reason(e.__cause__ or e)}; skipped")
             failed.append(path)
             continue
         try:
@@ -179,13 +169,15 @@ def run_images(predictor, draw, paths, outputs, output_dir, n_input_errors=0) ->
             _error(f"failed on image {path}: {type(e).__name__}: {' '.join(str(e).split())}")
             failed.append(path)
             continue
-        if not cv2.imwrite(out, overlay):
-            _error(f"cannot write {out}")
+        try:  # checked before the rename: a full disk leaves no empty overlay behind
+            write_image_atomic(out, overlay)
+        except OSError as e:
+            _error(str(e))
             failed.append(path)
     print(f"wrote {len(paths) - len(failed)} overlay(s) to {output_dir}")
     if failed or n_input_errors:
         print(f"{len(failed) + n_input_errors} input(s) failed, each named above", file=sys.stderr)
-        return 1
+        return EXIT_REFUSED
     return 0
 
 
@@ -194,7 +186,7 @@ def run_stream(predictor, draw, cap, out_path, total=None, max_frames=None, desc
     """Predict and draw every frame of an opened cv2.VideoCapture into ``out_path`` (WebM, the
     capture's fps, the frames' size) until the capture ends, ``max_frames`` frames or Ctrl-C.
     ``total`` is the container's frame count: a video ``source`` whose decoder stops before it
-    (a truncated or corrupt file) keeps the frames written and exits with 1."""
+    (a truncated or corrupt file) keeps the frames written and exits with 2."""
     fps = cap.get(cv2.CAP_PROP_FPS)
     if not fps or not np.isfinite(fps) or fps <= 0:
         fps = 30.0
@@ -211,7 +203,7 @@ def run_stream(predictor, draw, cap, out_path, total=None, max_frames=None, desc
                 writer, out_path = open_video_writer(out_path, fps, (w, h))
                 if not writer.isOpened():
                     _error(f"cannot open {out_path} for writing")
-                    return 2
+                    return EXIT_REFUSED
             writer.write(draw(frame, predictor(frame)))
             n += 1
             bar.update(1)
@@ -225,11 +217,11 @@ def run_stream(predictor, draw, cap, out_path, total=None, max_frames=None, desc
             writer.release()
     if n == 0:
         _error(f"no frames could be read from {source or desc}")
-        return 1
+        return EXIT_REFUSED
     if source is not None and expected and n < expected and not interrupted:
         _error(f"{source}: the decoder stopped after {n} of the {expected} frames the container "
                f"announces (truncated or corrupt file); wrote {n} frame(s) to {out_path}")
-        return 1
+        return EXIT_REFUSED
     print(f"wrote {n} frame(s) to {out_path}")
     return 0
 
@@ -276,16 +268,16 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if not 0.0 <= args.opacity <= 1.0:
         _error(f"--opacity must be in [0, 1], got {args.opacity}")
-        return 2
+        return EXIT_REFUSED
     if args.max_frames is not None and args.max_frames <= 0:
         _error(f"--max-frames must be positive, got {args.max_frames}")
-        return 2
+        return EXIT_REFUSED
     if not os.path.isfile(args.config_file):
         _error(f"config file not found: {args.config_file}")
-        return 2
+        return EXIT_REFUSED
     if args.video_input is not None and not os.path.isfile(args.video_input):
         _error(f"video file not found: {args.video_input}")
-        return 2
+        return EXIT_REFUSED
 
     cfg = setup_cfg(args)
     check_weight_files(cfg)
@@ -296,7 +288,7 @@ def main(argv=None) -> int:
             _error(e)
         if not paths:
             _error("no images to process")
-            return 2
+            return EXIT_REFUSED
         if skipped:
             print(f"skipping {skipped} non-image file(s) in the input folder(s)")
         outputs = [os.path.join(args.output, name) for name in _output_names(paths)]
@@ -324,14 +316,14 @@ def main(argv=None) -> int:
         cap = cv2.VideoCapture(args.video_input)
         if not cap.isOpened():
             _error(f"cannot open video {args.video_input} (unsupported or corrupt file)")
-            return 2
+            return EXIT_REFUSED
         total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))  # from the header: a truncated file keeps it
         desc = os.path.basename(args.video_input)
     else:
         cap = cv2.VideoCapture(0)
         if not cap.isOpened():
             _error("cannot open camera 0 (no webcam found or it is in use)")
-            return 2
+            return EXIT_REFUSED
         total, desc = None, "webcam"
     return run_stream(predictor, draw, cap, outputs[0], total=total if total and total > 0 else None,
                       max_frames=args.max_frames, desc=desc, source=args.video_input)

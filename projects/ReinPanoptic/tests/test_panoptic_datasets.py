@@ -290,14 +290,14 @@ def test_bdd100k_and_a_rerun_converts_nothing(root, capsys):
     damaged = os.path.join(root, "bdd100k/images/10k/val/7d2f7975-e0c1c5a7.jpg")
     with open(damaged, "wb") as f:
         f.write(b"not a jpeg")
-    assert _prepare("bdd100k", root, "--check-images") == 1
+    assert _prepare("bdd100k", root, "--check-images") == 2
     assert f"{damaged}: unreadable image" in capsys.readouterr().err
 
 
 def test_bdd100k_refuses_a_category_outside_its_list(root, capsys):
     _write_bdd(root, "train")
     bad = _write_bdd(root, "val", segments=dict(BDD_SEGMENTS, sky=(45, 0, 1)))
-    assert _prepare("bdd100k", root) == 1
+    assert _prepare("bdd100k", root) == 2
     err = capsys.readouterr().err
     assert bad in err and "[45]" in err and "0..40" in err
 
@@ -355,7 +355,7 @@ def test_acdc_and_mapillary_refuse_categories_numbered_otherwise(root, capsys):
     data["categories"][0] = {"id": 0, "name": "road", "isthing": 0}  # a train-id numbering
     with open(path, "w") as f:
         json.dump(data, f)
-    assert _prepare("acdc", root) == 1
+    assert _prepare("acdc", root) == 2
     err = capsys.readouterr().err
     assert path in err and "not a Cityscapes label id" in err
     _write_mapillary(root, "training", "panoptic")
@@ -366,7 +366,7 @@ def test_acdc_and_mapillary_refuse_categories_numbered_otherwise(root, capsys):
         c["name"] = "construction--flat--" + c["name"].lower()
     with open(path, "w") as f:
         json.dump(data, f)
-    assert _prepare("mapillary", root) == 1
+    assert _prepare("mapillary", root) == 2
     err = capsys.readouterr().err
     assert path in err and "readable" in err
 
@@ -393,6 +393,6 @@ def test_synthia(root, capsys):
     check_panoptic("synthia_panoptic_train", 1)
     check_instances("synthia_instance_train", 1)
     bad = _write_synthia(root, "0000001.png", cls={"sky": 40})
-    assert _prepare("synthia", root) == 1
+    assert _prepare("synthia", root) == 2
     err = capsys.readouterr().err
     assert bad in err and "[40]" in err

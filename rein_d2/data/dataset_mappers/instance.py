@@ -11,6 +11,9 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Instances
 from detectron2.structures.masks import polygons_to_bitmask
+from PIL import Image
+
+from ...utils.cli import UserError
 
 __all__ = ["InstanceDatasetMapper", "build_instance_augmentation", "read_image_checked"]
 
@@ -30,10 +33,28 @@ def build_instance_augmentation(cfg, is_train: bool) -> List[T.Augmentation]:
     return augs
 
 
+# Pillow modes of 16- and 32-bit greyscale images (16-bit PNG / TIFF): Pillow's own conversion
+# to RGB clips them at 255, so a 16-bit photo would be read as a white image.
+_WIDE_GREY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
 def read_image_checked(path: str, fmt=None) -> np.ndarray:
-    """detectron2's read_image, with the path in the error when the file cannot be read."""
+    """detectron2's read_image (EXIF orientation, then ``fmt``: "BGR", "RGB", "L" ... or None
+    for the stored values), with the path in the error when the file cannot be read. A 16-bit
+    greyscale image read as a picture (``fmt`` given) is scaled to 8 bits (v * 255 / 65535);
+    a floating-point one is refused. Labels (``fmt`` None) keep their stored values."""
     try:
-        return utils.read_image(path, format=fmt)
+        with Image.open(path) as img:
+            img = utils._apply_exif_orientation(img)
+            if fmt is not None and img.mode == "F":
+                raise UserError(f"{path}: a floating-point image (Pillow mode F); convert it to "
+                                "8-bit (or 16-bit) PNG or JPEG first")
+            if fmt is not None and img.mode in _WIDE_GREY:
+                wide = np.asarray(img).astype(np.int64)
+                img = Image.fromarray(((np.clip(wide, 0, 65535) * 255 + 32767) // 65535).astype(np.uint8), "L")
+            return utils.convert_PIL_to_numpy(img, fmt)
+    except UserError:
+        raise
     except Exception as e:  # missing, truncated or not an image
         raise OSError(f"cannot read image {path}: {type(e).__name__}: {e}") from e
 

@@ -12,6 +12,7 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from fvcore.transforms.transform import Transform
 
+from ...utils.cli import UserError
 from .instance import read_image_checked
 
 __all__ = [
@@ -118,7 +119,7 @@ def build_semantic_train_augmentation(cfg):
                                  vertical=cfg.INPUT.RANDOM_FLIP == "vertical"))
     if cfg.INPUT.COLOR_AUG_SSD:
         if cfg.INPUT.FORMAT not in ("RGB", "BGR"):
-            raise ValueError(f"INPUT.COLOR_AUG_SSD needs INPUT.FORMAT RGB or BGR, "
+            raise UserError(f"INPUT.COLOR_AUG_SSD needs INPUT.FORMAT RGB or BGR, "
                              f"not {cfg.INPUT.FORMAT!r}")
         augs.append(PhotometricDistortion(rgb=cfg.INPUT.FORMAT == "RGB"))
     return augs
@@ -127,7 +128,7 @@ def build_semantic_train_augmentation(cfg):
 def _read_label(path):
     label = read_image_checked(path)  # no format conversion: palette indices stay class ids
     if label.ndim != 2:
-        raise ValueError(f"label {path} has shape {label.shape}; expected a single-channel "
+        raise UserError(f"label {path} has shape {label.shape}; expected a single-channel "
                          f"map of class ids")
     if label.min() >= 0 and label.max() <= 255:
         return label.astype(np.uint8)
@@ -147,14 +148,14 @@ def check_label_values(label, path, num_classes, ignore_value):
     bad = values[((values < 0) | (values >= num_classes)) & (values != ignore_value)]
     if bad.size:
         shown = ", ".join(str(int(v)) for v in bad[:10]) + (", ..." if bad.size > 10 else "")
-        raise ValueError(f"label {path} holds values {shown} outside the classes 0..{num_classes - 1} "
+        raise UserError(f"label {path} holds values {shown} outside the classes 0..{num_classes - 1} "
                          f"and ignore {ignore_value}: run the dataset's preparation script "
                          f"(datasets/README.md) or fix MODEL.SEM_SEG_HEAD.NUM_CLASSES")
 
 
 def check_label_size(image, label, image_path, label_path):
     if label.shape[:2] != image.shape[:2]:
-        raise ValueError(
+        raise UserError(
             f"label {label_path} is {label.shape[1]}x{label.shape[0]} but its image {image_path} "
             f"is {image.shape[1]}x{image.shape[0]} (W x H): a label must be the image's size; "
             f"replace the pair, or rerun the dataset's preparation script (datasets/README.md)")
@@ -217,7 +218,7 @@ class SemanticDatasetMapper:
                 check_label_values(label, d["sem_seg_file_name"], self.num_classes,
                                    self.ignore_value)
         elif self.is_train:
-            raise ValueError(f"training needs 'sem_seg_file_name' for {d['file_name']}")
+            raise UserError(f"training needs 'sem_seg_file_name' for {d['file_name']}")
 
         if self.is_train:
             aug_input = T.AugInput(image, sem_seg=label)

@@ -18,6 +18,9 @@ _MAPILLARY = """  mapillary/config_v1.2.json                 (older v1.x archive
   mapillary/{training,validation}/v1.2/labels/*.png   (older v1.x archives: <split>/labels/*.png)
   mapillary/{training,validation}/v1.2/labels_trainid/*.png  (datasets/prepare_mapillary.py)
   mapillary/validation/half/{images,labels_trainid}/         (datasets/prepare_mapillary.py)"""
+_URBANSYN = """  urbansyn/rgb/rgb_<NNNN>.png          (2048x1024)
+  urbansyn/ss/ss_<NNNN>.png            (8-bit: train ids 0..18, 19 = unlabelled)
+  urbansyn/ss_trainid/ss_<NNNN>.png    (written by datasets/prepare_urbansyn.py)"""
 _ACDC = """  acdc/rgb_anon/<fog|night|rain|snow>/{train,val}/<seq>/*_rgb_anon.png
   acdc/gt/<fog|night|rain|snow>/{train,val}/<seq>/*_gt_labelTrainIds.png"""
 
@@ -29,12 +32,21 @@ DATASETS = {
     "synthia_train": dict(image_dir="synthia/RGB", label_dir="synthia/GT/LABELS_trainid",
                           image_suffix=".png", label_suffix=".png", eval_size=None,
                           layout=_SYNTHIA, script="datasets/prepare_synthia.py", size=9400),
+    # every frame, as the release trains on it (its config lists no split); rgb_0001.png pairs
+    # with ss_0001.png
+    "urbansyn_train": dict(image_dir="urbansyn/rgb", label_dir="urbansyn/ss_trainid",
+                           image_suffix=".png", label_suffix=".png", image_prefix="rgb_",
+                           label_prefix="ss_", eval_size=None, layout=_URBANSYN,
+                           script="datasets/prepare_urbansyn.py", size=7539),
 }
 for _split, _n in (("train", 2975), ("val", 500)):
     DATASETS[f"cityscapes_rein_{_split}"] = dict(
         image_dir=f"cityscapes/leftImg8bit/{_split}", label_dir=f"cityscapes/gtFine/{_split}",
         image_suffix="_leftImg8bit.png", label_suffix="_gtFine_labelTrainIds.png",
         eval_size=(1024, 512), layout=_CITYSCAPES, script="datasets/prepare_cityscapes.py", size=_n)
+# 1/16 of Cityscapes train (the release's "+1/16 of Cityscapes training" setting): the train
+# pairs sorted by path (city folder, then frame name), every 16th from the first (186 of 2,975).
+DATASETS["cityscapes_rein_train_1_16"] = dict(DATASETS["cityscapes_rein_train"], subset_every=16, size=186)
 for _split, _n in (("train", 7000), ("val", 1000)):
     DATASETS[f"bdd100k_sem_seg_{_split}"] = dict(
         image_dir=f"bdd100k/images/10k/{_split}", label_dir=f"bdd100k/labels/sem_seg/masks/{_split}",

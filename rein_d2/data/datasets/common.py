@@ -1,13 +1,19 @@
 """Shared pieces of rein_d2's semantic datasets: class tables, lazy registration and the
 label-conversion helpers the ``datasets/prepare_<name>.py`` scripts use."""
+import glob
 import multiprocessing as mp
 import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 
 import cv2
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.builtin_meta import CITYSCAPES_CATEGORIES
+
+from ...utils.cli import UserError
+from ...utils.files import write_image_atomic
 
 IGNORE_LABEL = 255
 
@@ -37,18 +43,31 @@ def _resolve(path):
     return path if os.path.isabs(path) else os.path.join(datasets_root(), path)
 
 
-def _list_by_stem(root, suffix):
-    """Map 'relative/path/stem' -> file for every file under root ending with suffix."""
+def _list_by_stem(root, suffix, prefix=""):
+    """Map 'relative/path/stem' -> file for every file under root whose name is
+    prefix + stem + suffix. Hidden folders are skipped: they hold no data (a custom dataset's
+    converted labels may sit in .rein_labels/ below its own folder)."""
     out = {}
-    for dirpath, _, files in os.walk(root):
+    for dirpath, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
         for f in files:
-            if f.endswith(suffix):
-                full = os.path.join(dirpath, f)
-                out[os.path.relpath(full, root)[: -len(suffix)]] = full
+            if f.endswith(suffix) and f.startswith(prefix) and len(f) > len(prefix) + len(suffix):
+                rel = os.path.relpath(dirpath, root)
+                stem = f[len(prefix): len(f) - len(suffix)]
+                out[stem if rel == "." else os.path.join(rel, stem)] = os.path.join(dirpath, f)
     return out
 
 
+def _fix(script):
+    """What to do about a missing or unpaired file: run the preparation script, or, for a
+    dataset of a description file (``script`` is that file), correct it."""
+    return f"run {script}" if script.endswith(".py") else f"check the folders and patterns in {script}"
+
+
 def _missing_root_error(name, directory, layout, script):
+    if not script.endswith(".py"):
+        return FileNotFoundError(f"Dataset '{name}': directory not found: {directory}; expected:\n"
+                                 f"{layout}\n{_fix(script)} (folders are relative to it)")
     return FileNotFoundError(
         f"Dataset '{name}': directory not found: {directory}\n"
         f"rein_d2 looks for datasets under the environment variable DETECTRON2_DATASETS "
@@ -59,8 +78,11 @@ def _missing_root_error(name, directory, layout, script):
     )
 
 
-def load_sem_seg_pairs(name, image_dir, label_dir, image_suffix, label_suffix, layout="", script=None):
-    """Pair images and labels by their path relative to image_dir / label_dir minus the suffix.
+def load_sem_seg_pairs(name, image_dir, label_dir, image_suffix, label_suffix, layout="", script=None,
+                       image_prefix="", label_prefix=""):
+    """Pair images and labels by their path relative to image_dir / label_dir, less the file
+    name's prefix and suffix (``rgb/rgb_0001.png`` with ``ss/ss_0001.png``: prefixes "rgb_" and
+    "ss_").
 
     Any unpaired file is an error (never silently dropped), so a half-finished preparation
     run or a partial download is noticed before training starts.
@@ -70,23 +92,23 @@ def load_sem_seg_pairs(name, image_dir, label_dir, image_suffix, label_suffix, l
     for d in (image_dir, label_dir):
         if not os.path.isdir(d):
             raise _missing_root_error(name, d, layout, script)
-    images = _list_by_stem(image_dir, image_suffix)
-    labels = _list_by_stem(label_dir, label_suffix)
+    images = _list_by_stem(image_dir, image_suffix, image_prefix)
+    labels = _list_by_stem(label_dir, label_suffix, label_prefix)
     if not images:
         raise FileNotFoundError(
-            f"Dataset '{name}': no '*{image_suffix}' images under {image_dir} (empty split): "
+            f"Dataset '{name}': no '{image_prefix}*{image_suffix}' images under {image_dir} (empty split): "
             f"download or extract the images there (layout: datasets/README.md)")
     _refuse_misaligned_trees(name, images, labels, image_dir, label_dir)
     for what, have, lack, lack_dir, lack_suffix in (
-        ("image", images, labels, label_dir, label_suffix),
-        ("label", labels, images, image_dir, image_suffix),
+        ("image", images, labels, label_dir, label_prefix + "*" + label_suffix),
+        ("label", labels, images, image_dir, image_prefix + "*" + image_suffix),
     ):
         orphans = sorted(set(have) - set(lack))
         if orphans:
             shown = "\n  ".join(have[s] for s in orphans[:5])
             raise FileNotFoundError(
                 f"Dataset '{name}': {len(orphans)} {what} file(s) have no counterpart "
-                f"'*{lack_suffix}' under {lack_dir} (run {script}?); first ones:\n  {shown}"
+                f"'{lack_suffix}' under {lack_dir} ({_fix(script)}?); first ones:\n  {shown}"
             )
     return [{"file_name": images[s], "sem_seg_file_name": labels[s]} for s in sorted(images)]
 
@@ -110,9 +132,31 @@ def _refuse_misaligned_trees(name, images, labels, image_dir, label_dir):
                 f"label have the same sub-folders (layout: datasets/README.md)")
 
 
+# detectron2's own datasets (COCO, LVIS, Cityscapes ...), registered when detectron2.data is
+# imported: everything registered later is rein_d2's, a project's or the user's.
+_DETECTRON2_NAMES = frozenset(DatasetCatalog.list())
+
+
+def require_registered(names, key="DATASETS"):
+    """Refuse, in one line, a dataset name that is not registered: which names rein_d2 (and
+    the projects and the user) registered, and how to register one. detectron2's KeyError
+    lists its ~100 COCO / LVIS names instead."""
+    known = set(DatasetCatalog.list())
+    for name in names:
+        if name not in known:
+            ours = sorted(known - _DETECTRON2_NAMES)
+            raise UserError(
+                f"{key}: dataset {name!r} is not registered. rein_d2's: {', '.join(ours)} (plus "
+                "detectron2's own COCO / LVIS / Pascal names). To use another, register it "
+                "before the run with rein_d2.data.datasets.register_semantic_dataset(name, "
+                "image_dir, label_dir, image_suffix, label_suffix) or detectron2's "
+                "DatasetCatalog.register (datasets/README.md)")
+
+
 def dataset_dicts_checked(name):
-    """DatasetCatalog.get(name), refusing an empty split with the dataset and where its images
-    were looked for (detectron2 would fail later, naming neither)."""
+    """DatasetCatalog.get(name), refusing an unregistered name and an empty split with the
+    dataset and where its images were looked for (detectron2 would fail later, naming neither)."""
+    require_registered([name])
     dicts = DatasetCatalog.get(name)
     if not dicts:
         where = getattr(MetadataCatalog.get(name), "image_root", None)
@@ -124,7 +168,9 @@ def dataset_dicts_checked(name):
 
 def register_semantic_dataset(
     name, image_dir, label_dir, image_suffix, label_suffix, eval_size=None, layout="", script=None,
-    domain=None,
+    domain=None, classes=None, colors=None, ignore_label=IGNORE_LABEL, label_format="id",
+    ignore_colors=(), image_prefix="", label_prefix="", converted_dir=None, subset_every=None,
+    **metadata,
 ):
     """Register lazily: nothing is read (and nothing may be missing) until the loader runs.
 
@@ -132,42 +178,61 @@ def register_semantic_dataset(
     image_root / sem_seg_root record the root seen at registration.
     eval_size is (W, H) or None (evaluate at native size). ``domain`` (default: the name up to
     its first "_") tells the DG evaluation which test sets share a training set's domain.
+
+    ``classes`` / ``colors`` (RGB per class; default: the 19 Cityscapes classes and colours)
+    name the label space. Labels hold one class id per pixel (``label_format="id"``, not a class:
+    ``ignore_label``) or are colour-coded (``"color"``: each pixel one of ``colors``, or of
+    ``ignore_colors`` for ignore). Labels other than ids with ignore 255 are converted once, on
+    first use, into ``converted_dir`` (rein_d2.data.datasets.custom); the loaded split then
+    points at those id files. ``subset_every`` n: a fixed fraction of the split, its pairs
+    sorted by path and every n-th kept from the first (1/n, rounded up). ``metadata`` is stored
+    with the rest (e.g. description_file).
     """
-    DatasetCatalog.register(
-        name,
-        lambda: load_sem_seg_pairs(
-            name, image_dir, label_dir, image_suffix, label_suffix, layout=layout, script=script
-        ),
-    )
+    from .custom import check_label_space, conversion, convert_split
+
+    classes, colors = check_label_space(name, classes, colors, ignore_label, label_format, ignore_colors)
+    mapping = conversion(len(classes), colors, ignore_label, label_format, ignore_colors)
+
+    def load():
+        dicts = load_sem_seg_pairs(name, image_dir, label_dir, image_suffix, label_suffix, layout=layout,
+                                   script=script, image_prefix=image_prefix, label_prefix=label_prefix)
+        if subset_every:
+            dicts = dicts[::subset_every]  # load_sem_seg_pairs sorts them by path
+        if mapping is not None:
+            out = converted_dir or os.path.join(os.path.dirname(_resolve(label_dir).rstrip(os.sep)),
+                                                ".rein_labels", os.path.basename(label_dir.rstrip(os.sep)))
+            dicts = convert_split(name, dicts, _resolve(label_dir), out, mapping)
+        return dicts
+
+    DatasetCatalog.register(name, load)
     MetadataCatalog.get(name).set(
-        stuff_classes=list(CITYSCAPES_CLASSES),
-        stuff_colors=[list(c) for c in CITYSCAPES_COLORS],
-        ignore_label=IGNORE_LABEL,
+        stuff_classes=list(classes),
+        stuff_colors=[list(c) for c in colors],
+        ignore_label=IGNORE_LABEL,  # the value of the labels loaded (converted ones included)
         evaluator_type="sem_seg",
         image_root=_resolve(image_dir),
         sem_seg_root=_resolve(label_dir),
         eval_size=tuple(eval_size) if eval_size is not None else None,
         domain=domain or name.split("_")[0],
+        label_format=label_format,
+        **({"subset": f"every {subset_every}th pair sorted by path, from the first"} if subset_every else {}),
+        **metadata,
     )
 
 
 # ---------------------------------------------------------------- preparation helpers
 
 
-def colorize(label):
-    """Train-id label -> RGB with the Cityscapes palette (ignore = black)."""
+def colorize(label, colors=CITYSCAPES_COLORS):
+    """Class-id label -> RGB with ``colors`` (default: the Cityscapes palette; ignore = black)."""
     lut = np.zeros((256, 3), np.uint8)
-    lut[: len(CITYSCAPES_COLORS)] = np.asarray(CITYSCAPES_COLORS, np.uint8)
+    lut[: len(colors)] = np.asarray(colors, np.uint8)
     return lut[np.asarray(label, dtype=np.uint8)]
 
 
-def write_png_atomic(dst, array):
-    """Write via a temporary file + os.replace so an interrupted run never leaves a half PNG."""
-    os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
-    tmp = dst + ".tmp.png"
-    if not cv2.imwrite(tmp, array):
-        raise OSError(f"could not write {tmp}")
-    os.replace(tmp, dst)
+# Through a temporary file, checked, then renamed: an interrupted run or a full disk never
+# leaves a half or empty PNG under the final name (rein_d2.utils.files).
+write_png_atomic = write_image_atomic
 
 
 def _named(fn, src):
@@ -192,6 +257,17 @@ def _check_one(job):
     _named(fn, src)
 
 
+def exit_with_parent(parent_pid: int, period: float = 0.5) -> None:
+    """In a worker process: exit as soon as ``parent_pid`` is no longer its parent (the parent
+    died and the worker was re-parented), so that no orphan goes on writing outputs."""
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(period)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit_with_parent", daemon=True).start()
+
+
 def parallel_imap(jobs, worker, workers, desc):
     """worker(job) for every job, in order, in-process or in `workers` processes."""
     from tqdm import tqdm
@@ -202,7 +278,9 @@ def parallel_imap(jobs, worker, workers, desc):
         return
     # Spawned, not forked: a worker forked from a process whose torch, OpenCV or tqdm threads
     # hold a lock at that moment can wait on it forever (it hung a CI run for 80 minutes).
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+    # Each worker exits when this process dies (kill -9 included), not after its queued jobs.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                             initializer=exit_with_parent, initargs=(os.getpid(),)) as pool:
         yield from tqdm(pool.map(worker, jobs, chunksize=16), total=len(jobs), desc=desc)
 
 
@@ -222,6 +300,9 @@ def convert_labels(pairs, fn, workers=1, desc="labels"):
     Resumable: dst files at least as new as their src are skipped. fn must be picklable (a
     top-level function or functools.partial of one). Returns (converted, skipped).
     """
+    for folder in {os.path.dirname(d) for _, d in pairs}:  # temporaries of a killed run
+        for stale in glob.glob(os.path.join(glob.escape(folder), ".*.tmp")):
+            os.remove(stale)
     jobs = [(fn, s, d) for s, d in pairs if not _up_to_date(s, d)]
     _run(jobs, _convert_one, workers, desc)
     return len(jobs), len(pairs) - len(jobs)

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 from PIL import Image
 
+from ...utils.cli import EXIT_REFUSED, one_line
 from .common import CITYSCAPES_CLASSES, ID_TO_TRAINID, IGNORE_LABEL, datasets_root, read_label
 
 
@@ -31,11 +32,26 @@ def _read_index_png(path):
     return arr
 
 
+# Cityscapes label ids (cityscapesscripts' table): 0..33; the licence plate's -1 is never drawn
+# into a labelIds PNG.
+CITYSCAPES_NUM_LABEL_IDS = 34
+
+
 def cityscapes_ids_to_trainids(path):
-    """Cityscapes *_gtFine_labelIds.png (8-bit label ids)."""
+    """Cityscapes *_gtFine_labelIds.png (8-bit label ids). A value that is no Cityscapes label
+    id is refused, naming it, rather than silently becoming ignore (255)."""
     arr = read_label(path)
     if arr.ndim != 2:
         raise ValueError(f"{path}: expected a single-channel label-id PNG, got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        raise ValueError(f"{path}: a {arr.dtype.itemsize * 8}-bit PNG, but Cityscapes label ids "
+                         "(*_gtFine_labelIds.png) are 8-bit (the 16-bit *_instanceIds.png hold "
+                         "instance ids): give the labelIds file, or store your ids as 8-bit PNG")
+    bad = np.flatnonzero(np.bincount(arr.ravel(), minlength=256)[CITYSCAPES_NUM_LABEL_IDS:])
+    if bad.size:
+        shown = ", ".join(str(v + CITYSCAPES_NUM_LABEL_IDS) for v in bad[:10])
+        raise ValueError(f"{path}: values {shown} are not Cityscapes label ids (0..33); is it a "
+                         "*_gtFine_labelIds.png? Replace the file (or fix its ids), then rerun")
     return ID_TO_TRAINID[arr]
 
 
@@ -59,6 +75,23 @@ def synthia_to_trainids(path):
     if arr.ndim != 3 or arr.shape[2] < 3:
         raise ValueError(f"{path}: expected a 3-channel SYNTHIA label, got shape {arr.shape}")
     return _SYNTHIA_LUT[arr[:, :, 2].astype(np.int64)]
+
+
+# UrbanSyn's ss/ss_<NNNN>.png hold the 19 train ids and 19 for unlabelled pixels.
+URBANSYN_UNLABELLED = 19
+_URBANSYN_LUT = _lut({**{i: i for i in range(19)}, URBANSYN_UNLABELLED: IGNORE_LABEL, IGNORE_LABEL: IGNORE_LABEL})
+
+
+def urbansyn_to_trainids(path):
+    """UrbanSyn semantic label (8-bit, one channel): train ids kept, unlabelled (19) to 255.
+    Any other value, or a colour file (ss_color/), is refused: the encoding would not be the
+    one this mapping assumes."""
+    arr = _read_index_png(path)
+    bad = sorted(set(np.unique(arr).tolist()) - set(range(20)) - {IGNORE_LABEL})
+    if bad:
+        raise ValueError(f"{path}: values {bad[:10]} outside UrbanSyn's train ids 0..18 and 19 "
+                         f"(unlabelled): expected a file of UrbanSyn's ss/ folder")
+    return _URBANSYN_LUT[arr]
 
 
 # Mapillary Vistas v1.2 readable name -> train id. Exact class names first, then the extras.
@@ -128,14 +161,15 @@ def check_images_if_asked(args, prefix):
 
 def run_prepare(main, argv=None):
     """Entry point of the prepare scripts: an expected error (a missing, damaged or unexpected
-    file) prints one line naming it, without a traceback, and gives exit code 1."""
+    file) prints one line naming it, without a traceback, and gives exit status EXIT_REFUSED (2),
+    that of every rein_d2 tool's refusal."""
     try:
         return main(argv)
     except (OSError, ValueError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return EXIT_REFUSED
 
 
 __all__ = ["cityscapes_ids_to_trainids", "gtav_ids_to_trainids", "synthia_to_trainids",
            "mapillary_lut", "mapillary_to_trainids", "mapillary_name_to_trainid",
-           "SYNTHIA_TO_TRAINID", "check_images_if_asked", "parse_prepare_args", "run_prepare"]
+           "SYNTHIA_TO_TRAINID", "URBANSYN_UNLABELLED", "urbansyn_to_trainids", "check_images_if_asked", "parse_prepare_args", "run_prepare"]

@@ -3,6 +3,7 @@ from detectron2.modeling import BACKBONE_REGISTRY
 
 from .cnn_rein import CNN_ARCHS, ReinCNN
 from .vit_rein import VFM_ARCHS, ReinViT, timm_vit_arch
+from ...utils.cli import UserError
 
 __all__ = ["build_rein_cnn", "build_rein_vit", "rein_kwargs_from_cfg"]
 
@@ -28,10 +29,11 @@ def build_rein_vit(cfg, family: str, cls=ReinViT, **extra) -> ReinViT:
     else:
         size = v.SIZE + (f"_reg{v.NUM_REGISTERS}" if v.NUM_REGISTERS else "")
         if (family, size) not in VFM_ARCHS:
-            known = sorted(s for f, s in VFM_ARCHS if f == family)
-            raise ValueError(
+            known = sorted({s.split("_reg")[0] for f, s in VFM_ARCHS if f == family})  # (registers: NUM_REGISTERS)
+            raise UserError(
                 f"no {family} model of size {size!r} (MODEL.VIT.SIZE={v.SIZE!r}, "
-                f"MODEL.VIT.NUM_REGISTERS={v.NUM_REGISTERS}); known sizes: {known}")
+                f"MODEL.VIT.NUM_REGISTERS={v.NUM_REGISTERS}); set MODEL.VIT.SIZE to one of: "
+                f"{', '.join(known)}")
         arch = VFM_ARCHS[(family, size)]
     return cls(
         arch=arch, img_size=v.IMG_SIZE, patch_size=v.PATCH_SIZE,
@@ -90,7 +92,8 @@ def build_rein_cnn(cfg, family: str) -> ReinCNN:
     size = cfg.MODEL.CNN.SIZE
     if (family, size) not in CNN_ARCHS:
         known = sorted(s for f, s in CNN_ARCHS if f == family)
-        raise ValueError(f"no {family} model of size {size!r} (MODEL.CNN.SIZE); known sizes: {known}")
+        raise UserError(f"no {family} model of size {size!r} (MODEL.CNN.SIZE); set MODEL.CNN.SIZE to "
+                        f"one of: {', '.join(known)}")
     return ReinCNN(arch=CNN_ARCHS[(family, size)], rein=rein_kwargs_from_cfg(cfg),
                    freeze=cfg.MODEL.VIT.FREEZE, depths=cfg.MODEL.CNN.DEPTHS or None)
 
