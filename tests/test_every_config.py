@@ -71,7 +71,7 @@ ACDC_CONDITIONS = ("fog", "night", "rain", "snow")
 
 def _write_semantic_extras(root):
     """The semantic label trees the panoptic writers do not write: GTAV's palette label ids,
-    BDD100K's sem_seg masks, ACDC's gt train ids, Mapillary's v1.2 label indices and Foggy
+    UrbanSyn's train ids, BDD100K's sem_seg masks, ACDC's gt train ids, Mapillary's v1.2 label indices and Foggy
     Cityscapes' images (and the gtFine polygons json that detectron2 lists frames by)."""
     pan._image(os.path.join(root, "gta", "images", "00000.png"))
     label = Image.fromarray(pan._paint(LABEL_IDS).astype(np.uint8), mode="P")
@@ -80,6 +80,9 @@ def _write_semantic_extras(root):
     label.save(os.path.join(root, "gta", "labels", "00000.png"))
     train_ids = pan._paint(TRAIN_IDS).astype(np.uint8)
     train_ids[pan._mask("unmapped") | ~pan._mask(*TRAIN_IDS, "unmapped")] = 255
+    urbansyn = np.where(train_ids == 255, 19, train_ids).astype(np.uint8)  # UrbanSyn: 19 = unlabelled
+    pan._image(os.path.join(root, "urbansyn", "rgb", "rgb_0001.png"))
+    pan._save(os.path.join(root, "urbansyn", "ss", "ss_0001.png"), urbansyn)
     for split in ("train", "val"):
         pan._save(os.path.join(root, "bdd100k", "labels", "sem_seg", "masks", split,
                                "7d2f7975-e0c1c5a7.png"), train_ids)
@@ -134,7 +137,7 @@ def datasets(tmp_path_factory):
     pan._write_synthia(root)
     _write_semantic_extras(root)
     args = ["--root", root, "--no-count-check", "--workers", "1"]
-    for name in ("gtav", "cityscapes", "synthia", "bdd100k", "mapillary", "acdc"):
+    for name in ("gtav", "cityscapes", "synthia", "urbansyn", "bdd100k", "mapillary", "acdc"):
         assert core_script(f"prepare_{name}").main(args) == 0, name
     for name in ("cityscapes", "mapillary", "bdd100k", "acdc", "synthia"):
         assert pan._prepare(name, root) == 0, name
