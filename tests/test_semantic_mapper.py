@@ -421,3 +421,21 @@ def test_label_of_another_size_names_both_files_sizes_and_the_fix(tmp_path):
     assert d["file_name"] in msg and other["sem_seg_file_name"] in msg
     assert "64x96" in msg and "96x64" in msg
     assert "preparation script" in msg and "\n" not in msg
+
+
+def test_a_positioned_sample_gets_the_same_reference_draws_wherever_it_is_mapped(tmp_path):
+    # Exact resume: the sample at stream position k is resized, cropped, flipped and coloured
+    # the same way whatever the worker's RNG state (rein_d2/data/samplers.py).
+    from rein_d2.data import PositionedDataset, SeededMapper
+    cfg = make_cfg("INPUT.MIN_SIZE_TRAIN", [16, 24, 40, 64], "INPUT.MAX_SIZE_TRAIN", 120,
+                   "INPUT.CROP.SIZE", [32, 32])
+    mapper = SeededMapper(SemanticDatasetMapper(cfg, is_train=True), seed=3)
+    image, label = random_pair(30, 99, values=(0, 1, 2, 255))
+    dataset = PositionedDataset([write_pair(tmp_path, image, label)])
+    first = [mapper(dataset[k]) for k in range(6)]
+    np.random.seed(123)  # another worker's state
+    again = [mapper(dataset[k]) for k in (3, 1)]
+    for k, out in zip((3, 1), again):
+        assert torch.equal(out["image"], first[k]["image"])
+        assert torch.equal(out["sem_seg"], first[k]["sem_seg"])
+    assert len({first[k]["image"].sum().item() for k in range(6)}) > 1  # positions differ
