@@ -31,6 +31,7 @@ import torch
 from detectron2.engine import default_argument_parser
 
 import train_net
+from rein_d2 import load_config
 from rein_d2.engine import ReinTrainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -79,22 +80,25 @@ def fingerprint(n: int, output_dir: str, opts=()):
 
 def spread(main: dict, runs: list) -> dict:
     """How far other runs land from the recorded figures: mIoU per dataset across seeds (same
-    CPU settings) and across instruction sets (same seed), and the fingerprint losses' largest
-    relative difference across instruction sets, per iteration."""
+    CPU settings) and across instruction sets (same seed), and the first losses' largest
+    relative difference across instruction sets, per iteration (fingerprint records count)."""
     def miou(r):
         return {n: round(v, 2) for n, v in r["summary"]["mIoU"].items()}
 
-    same_isa = [r for r in [main] + runs if r["machine"] == main["machine"]]
-    same_seed = [r for r in [main] + runs if r["seed"] == main["seed"]]
-    out = {"runs": [{"seed": r["seed"], "machine": r["machine"], "command": r["command"],
-                     "mIoU": miou(r)} for r in runs]}
-    for key, group in (("across_seeds", same_isa), ("across_instruction_sets", same_seed)):
-        out[key] = {"runs": len(group), "seeds": sorted({r["seed"] for r in group}),
-                    "mIoU_min_max": {n: [min(miou(r)[n] for r in group), max(miou(r)[n] for r in group)]
+    everything = [main] + runs
+    out = {"runs": [{k: r[k] for k in ("command", "seed", "machine")} | (
+        {"mIoU": miou(r)} if "summary" in r else {"first_losses": r["first_losses"]}) for r in runs]}
+    for key, group in (("across_seeds", [r for r in everything if r["machine"] == main["machine"]]),
+                       ("across_instruction_sets", [r for r in everything if r["seed"] == main["seed"]])):
+        full = [r for r in group if "summary" in r]
+        out[key] = {"full_runs": len(full), "seeds": sorted({r["seed"] for r in full}),
+                    "mIoU_min_max": {n: [min(miou(r)[n] for r in full), max(miou(r)[n] for r in full)]
                                      for n in miou(main)}}
+    same_seed = [r for r in runs if r["seed"] == main["seed"]]
     base = main["first_losses"]
     out["across_instruction_sets"]["first_losses_max_rel_diff"] = [
-        max(abs(r["first_losses"][i] - b) / abs(b) for r in same_seed) for i, b in enumerate(base)]
+        max((abs(r["first_losses"][i] - b) / abs(b) for r in same_seed if i < len(r["first_losses"])),
+            default=0.0) for i, b in enumerate(base)]
     return out
 
 
@@ -130,6 +134,18 @@ def picture(frames, overlays, dst=PICTURE):
     Image.fromarray(np.concatenate([top, bottom], 0)).save(dst, quality=90)
 
 
+def command_line(args) -> str:
+    """The command that made a record, with the instruction-set caps it ran under."""
+    words = [f"{k}={v}" for k, v in machine()["env"].items()] + ["python", "tools/quickstart_figures.py"]
+    if args.fingerprint:
+        words += ["--fingerprint", str(args.fingerprint)]
+    if args.seed is not None:
+        words += ["--seed", str(args.seed)]
+    if os.path.abspath(args.record) != os.path.abspath(FIGURES):
+        words += ["--record", args.record]
+    return " ".join(words)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fingerprint", type=int, metavar="N", help="print the first N losses only")
@@ -153,10 +169,18 @@ def main(argv=None) -> int:
         print(json.dumps({k: v for k, v in record["spread"].items() if k != "runs"}, indent=1))
         return 0
     opts = ["SEED", str(args.seed)] if args.seed is not None else []
-    if args.fingerprint:
-        print(json.dumps(fingerprint(args.fingerprint, os.path.join("output", "quickstart_fingerprint"), opts)))
-        return 0
     default_record = os.path.abspath(args.record) == os.path.abspath(FIGURES)
+    if args.fingerprint:
+        losses = fingerprint(args.fingerprint, os.path.join("output", "quickstart_fingerprint"), opts)
+        if not default_record:  # a record for --spread
+            os.makedirs(os.path.dirname(os.path.abspath(args.record)), exist_ok=True)
+            with open(args.record, "w") as f:
+                json.dump({"command": command_line(args), "config": CONFIG, "torch": torch.__version__,
+                           "seed": args.seed if args.seed is not None
+                           else load_config(os.path.join(REPO, CONFIG)).SEED,
+                           "machine": machine(), "first_losses": losses}, f, indent=1)
+        print(json.dumps(losses))
+        return 0
     if not default_record:  # another run: its own output folder, the README's untouched
         opts += ["OUTPUT_DIR", os.path.splitext(args.record)[0] + "_output"]
     start = time.time()
@@ -175,11 +199,7 @@ def main(argv=None) -> int:
         # one source and one target frame (the demo names the second 00000.png "00000_1.png")
         picture(frames[:2], [os.path.join(out, "predictions", n) for n in ("00000.png", "00000_1.png")])
     minutes, seconds = divmod(round(time.time() - start), 60)
-    command = " ".join(f"{k}={v}" for k, v in machine()["env"].items())
-    command += " python tools/quickstart_figures.py" + " ".join(
-        [""] + (["--seed", str(args.seed)] if args.seed is not None else [])
-        + ([] if default_record else ["--record", args.record]))
-    record = {"command": command.strip(), "config": CONFIG, "torch": torch.__version__,
+    record = {"command": command_line(args), "config": CONFIG, "torch": torch.__version__,
               "seed": trainer.cfg.SEED, "machine": machine(),
               "first_losses": losses[:FINGERPRINT_ITERS], "summary": summary,
               "wall_time": f"{minutes} min {seconds} s"}
