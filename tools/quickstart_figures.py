@@ -95,10 +95,10 @@ def spread(main: dict, runs: list) -> dict:
                     "mIoU_min_max": {n: [min(miou(r)[n] for r in full), max(miou(r)[n] for r in full)]
                                      for n in miou(main)}}
     same_seed = [r for r in runs if r["seed"] == main["seed"]]
-    base = main["first_losses"]
+    base = main["first_losses"][:max((len(r["first_losses"]) for r in same_seed), default=0)]
     out["across_instruction_sets"]["first_losses_max_rel_diff"] = [
-        max((abs(r["first_losses"][i] - b) / abs(b) for r in same_seed if i < len(r["first_losses"])),
-            default=0.0) for i, b in enumerate(base)]
+        max(abs(r["first_losses"][i] - b) / abs(b) for r in same_seed if i < len(r["first_losses"]))
+        for i, b in enumerate(base)]
     return out
 
 
