@@ -297,7 +297,9 @@ def add_rein_config(cfg: CN) -> CN:
     cfg.SOLVER.NO_DECAY_KEYS = ["norm", "level_embed", "query_embed", "learnable_tokens", "rein.scale"]
     # Learning-rate factor of the VFM's own weights (full fine-tuning only).
     cfg.SOLVER.BACKBONE_MULTIPLIER = 0.1
-    # Exponent of the WarmupPolyLR schedule lr * (1 - iter / MAX_ITER) ** power.
+    # Exponent of WarmupPolyLR, stepped as the reference's mmengine PolyLR: without warm-up
+    # lr * (1 - iter / (MAX_ITER - 1)) ** power, 0 on the last iteration; with WARMUP_ITERS = W
+    # the decay runs from iteration W to MAX_ITER - 1 (rein_d2/engine/optimizer.py).
     cfg.SOLVER.POLY_LR_POWER = 0.9
     # AMP precision with SOLVER.AMP.ENABLED: "float16" (with loss scaling) or "bfloat16".
     cfg.SOLVER.AMP.PRECISION = "float16"

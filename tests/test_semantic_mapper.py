@@ -12,6 +12,8 @@ from PIL import Image
 from rein_d2 import add_rein_config
 from rein_d2.data import SemanticDatasetMapper, build_test_mapper, build_train_mapper
 from rein_d2.data.dataset_mappers.semantic import (
+    CategoryAreaCrop,
+    CV2ResizeTransform,
     PhotometricDistortion,
     PhotometricDistortionTransform,
     build_semantic_train_augmentation,
@@ -90,7 +92,7 @@ def test_short_side_is_drawn_from_the_spec_set():
     np.random.seed(0)
     for _ in range(300):
         resize = resize_aug.get_transform(image)
-        assert isinstance(resize, T.ResizeTransform)
+        assert isinstance(resize, CV2ResizeTransform)
         short = min(resize.new_h, resize.new_w)
         assert short in SPEC_SHORT_SIDES, short
         assert resize.new_w == int(short * 1.5 + 0.5)  # aspect ratio kept
@@ -104,6 +106,29 @@ def test_long_side_is_capped_at_max_size():
     assert (t.new_h, t.new_w) == (205, 2048)  # 1024 x 10240 scaled down to a 2048 long side
 
 
+def test_capped_size_is_rounded_twice_as_mmcv_does():
+    # mmseg's ResizeShortestEdge: 300x1000 at short 1024 is 1024x3413.3, capped to 614.4x2048,
+    # rounded to (614, 2048). mmcv's imrescale then fits the image in (2048, 614): factor
+    # min(2048 / 1000, 614 / 300) = 2.04667, so 614 x int(2046.67 + 0.5) = 614 x 2047.
+    resize = build_semantic_train_augmentation(make_cfg("INPUT.MIN_SIZE_TRAIN", [1024]))[0]
+    t = resize.get_transform(np.zeros((300, 1000, 3), np.uint8))
+    assert (t.new_h, t.new_w) == (614, 2047)
+    assert T.ResizeShortestEdge.get_output_shape(300, 1000, 1024, 2048) == (614, 2048)
+
+
+def test_resize_is_opencv_bilinear_for_images_and_nearest_for_labels():
+    image, label = random_pair(40, 60, values=(3, 7, 11, 255))
+    t = CV2ResizeTransform(40, 60, 67, 101)
+    resized = t.apply_image(image)
+    assert np.array_equal(resized, cv2.resize(image, (101, 67), interpolation=cv2.INTER_LINEAR))
+    assert np.array_equal(t.apply_segmentation(label),
+                          cv2.resize(label, (101, 67), interpolation=cv2.INTER_NEAREST))
+    # not what PIL (detectron2's ResizeTransform) gives
+    assert not np.array_equal(resized, T.ResizeTransform(40, 60, 67, 101).apply_image(image))
+    grey = t.apply_image(image[..., :1])
+    assert grey.shape == (67, 101, 1) and np.array_equal(grey[..., 0], resized[..., 0])
+
+
 def category_rule(crop, ratio=0.75, ignore=255):
     """mmseg RandomCrop(cat_max_ratio): >1 class among non-ignore pixels, largest < ratio."""
     labels, counts = np.unique(crop, return_counts=True)
@@ -111,9 +136,47 @@ def category_rule(crop, ratio=0.75, ignore=255):
     return len(counts) > 1 and counts.max() / counts.sum() < ratio
 
 
+def scripted_randint(monkeypatch, values):
+    """np.random.randint answers ``values`` in order (the draws the reference would consume);
+    returns the list of (high bound) of each call, to check what was asked."""
+    queue, highs = list(values), []
+
+    def randint(low, high=None, size=None):
+        highs.append(low if high is None else high)
+        return queue.pop(0)
+    monkeypatch.setattr(np.random, "randint", randint)
+    return highs
+
+
+def test_category_crop_replays_the_reference_rule_on_scripted_draws(monkeypatch):
+    crop = CategoryAreaCrop("absolute", (20, 20), 0.75, 255)
+    label = np.zeros((40, 50), np.uint8)
+    label[:20, :10] = 1       # box (0, 0): half class 1, half class 0 -> accepted
+    label[20:, 40:] = 255     # box (20, 30): class 0 and ignore only -> one class, rejected
+    label[:20, 30:35] = 2     # box (0, 30): class 2 on 100 of 400 pixels: 0 has exactly 0.75
+    image = np.zeros((40, 50, 3), np.uint8)
+    # mmseg draws the top offset, then the left, each randint(0, margin + 1)
+    highs = scripted_randint(monkeypatch, [20, 30, 0, 30, 0, 0, 9, 9])
+    t = crop.get_transform(image, label)
+    assert (t.y0, t.x0, t.h, t.w) == (0, 0, 20, 20)  # third box, the first accepted
+    assert highs == [21, 31] * 3  # 0.75 is not below 0.75: the second box was rejected too
+    # all 10 checked boxes fail: an 11th is drawn and kept without a check (detectron2: the 10th)
+    highs = scripted_randint(monkeypatch, [20, 30] * 10 + [7, 3])
+    t = crop.get_transform(image, label)
+    assert (t.y0, t.x0) == (7, 3) and len(highs) == 22
+    # ratio 1.0: one box, no check, as mmseg's RandomCrop without cat_max_ratio
+    highs = scripted_randint(monkeypatch, [20, 30])
+    t = CategoryAreaCrop("absolute", (20, 20), 1.0, 255).get_transform(image, label)
+    assert (t.y0, t.x0) == (20, 30) and highs == [21, 31]
+    # a crop larger than the image: offsets from randint(0, 1), the crop clipped to the image
+    highs = scripted_randint(monkeypatch, [0, 0])
+    t = CategoryAreaCrop("absolute", (64, 20), 0.9, 255).get_transform(image, label)  # 0.75 < 0.9
+    assert (t.y0, t.x0, t.h, t.w) == (0, 0, 40, 20) and highs == [1, 31]
+
+
 def test_category_area_constraint_follows_the_reference_rule(monkeypatch):
     crop_aug = build_semantic_train_augmentation(make_cfg("INPUT.CROP.SIZE", [64, 64]))[1]
-    assert isinstance(crop_aug, T.RandomCrop_CategoryAreaConstraint)
+    assert isinstance(crop_aug, CategoryAreaCrop)
     assert (crop_aug.single_category_max_area, crop_aug.ignored_category) == (0.75, 255)
     # About 90% one class, a small block of another, an ignored band.
     label = np.zeros((200, 200), np.uint8)
@@ -134,17 +197,73 @@ def test_category_area_constraint_follows_the_reference_rule(monkeypatch):
     for _ in range(60):
         draws.clear()
         t = crop_aug.get_transform(image, label)
-        tries = list(zip(draws[::2], draws[1::2]))  # (y0, x0) per try
-        ok = [category_rule(label[y:y + 64, x:x + 64]) for y, x in tries]
+        tries = list(zip(draws[::2], draws[1::2]))  # (y0, x0) per box
+        ok = [category_rule(label[y:y + 64, x:x + 64]) for y, x in tries[:10]]
         assert (t.h, t.w) == (64, 64)
         if any(ok):  # the first crop obeying the rule is taken
             k = ok.index(True)
             assert len(tries) == k + 1 and (t.y0, t.x0) == tries[k]
             accepted_after_retry += k > 0
-        else:  # none in 10 tries: the last one is used
-            assert len(tries) == 10 and (t.y0, t.x0) == tries[-1]
+        else:  # none of 10 checked boxes: an 11th, unchecked
+            assert len(tries) == 11 and (t.y0, t.x0) == tries[-1]
             fallbacks += 1
-    assert accepted_after_retry > 0 and fallbacks < 60
+    assert accepted_after_retry > 0 and 0 < fallbacks < 60
+
+
+def reference_pipeline(image, label, seed, scales, max_size, crop, ratio=0.75, ignore=255):
+    """mmseg 1.2.2's RandomChoiceResize(resize_type="ResizeShortestEdge") -> RandomCrop(crop,
+    cat_max_ratio) -> RandomFlip(prob=0.5), written from its semantics: numpy's global RNG
+    seeded with ``seed``, drawn in the reference's order."""
+    np.random.seed(seed)
+    short = scales[np.random.randint(len(scales))]
+    h, w = label.shape
+    scale = short / min(h, w)
+    new_h, new_w = (short, scale * w) if h < w else (scale * h, short)
+    if max(new_h, new_w) > max_size:
+        new_h, new_w = new_h * max_size / max(new_h, new_w), new_w * max_size / max(new_h, new_w)
+    target = (int(new_w + 0.5), int(new_h + 0.5))
+    factor = min(max(target) / max(h, w), min(target) / min(h, w))  # mmcv.imrescale
+    size = (int(w * factor + 0.5), int(h * factor + 0.5))
+    image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+    label = cv2.resize(label, size, interpolation=cv2.INTER_NEAREST)
+
+    def box():
+        top = np.random.randint(0, max(label.shape[0] - crop, 0) + 1)
+        left = np.random.randint(0, max(label.shape[1] - crop, 0) + 1)
+        return slice(top, top + crop), slice(left, left + crop)
+
+    b = box()
+    for _ in range(10):
+        if category_rule(label[b], ratio, ignore):
+            break
+        b = box()
+    image, label = image[b], label[b]
+    if np.random.choice(["horizontal", None], p=[0.5, 0.5]) == "horizontal":
+        image, label = image[:, ::-1], label[:, ::-1]
+    return image, label
+
+
+def test_mapper_replays_the_reference_pipeline_on_fixed_seeds(tmp_path):
+    scales, max_size, crop = [16, 24, 40, 64], 120, 32
+    cfg = make_cfg("INPUT.MIN_SIZE_TRAIN", scales, "INPUT.MAX_SIZE_TRAIN", max_size,
+                   "INPUT.CROP.SIZE", [crop, crop], "INPUT.COLOR_AUG_SSD", False)
+    mapper = SemanticDatasetMapper(cfg, is_train=True)
+    # A wide frame: short sides 40 and 64 are capped to 36 x 120, which mmcv makes 36 x 119.
+    # Background covers most of it: boxes are accepted at the first try, after a few, or an
+    # 11th is kept unchecked. Smooth colours, where OpenCV and PIL resizing differ.
+    image, label = random_pair(30, 99, values=(0, 1, 2, 255))
+    label[:, :70] = 0
+    image = cv2.GaussianBlur(image, (5, 5), 0)
+    d = write_pair(tmp_path, image, label)
+    for seed in range(12):
+        want_image, want_label = reference_pipeline(image, label, seed, scales, max_size, crop)
+        np.random.seed(seed)
+        out = mapper(d)
+        h, w = want_label.shape
+        assert torch.equal(out["sem_seg"][:h, :w], torch.as_tensor(want_label.astype(np.int64)))
+        assert torch.equal(out["image"][:, :h, :w],
+                           torch.as_tensor(np.ascontiguousarray(want_image.transpose(2, 0, 1))).float())
+        assert (out["sem_seg"][h:] == 255).all() and (out["sem_seg"][:, w:] == 255).all()
 
 
 def test_flip_moves_image_and_label_together(tmp_path):
@@ -302,3 +421,21 @@ def test_label_of_another_size_names_both_files_sizes_and_the_fix(tmp_path):
     assert d["file_name"] in msg and other["sem_seg_file_name"] in msg
     assert "64x96" in msg and "96x64" in msg
     assert "preparation script" in msg and "\n" not in msg
+
+
+def test_a_positioned_sample_gets_the_same_reference_draws_wherever_it_is_mapped(tmp_path):
+    # Exact resume: the sample at stream position k is resized, cropped, flipped and coloured
+    # the same way whatever the worker's RNG state (rein_d2/data/samplers.py).
+    from rein_d2.data import PositionedDataset, SeededMapper
+    cfg = make_cfg("INPUT.MIN_SIZE_TRAIN", [16, 24, 40, 64], "INPUT.MAX_SIZE_TRAIN", 120,
+                   "INPUT.CROP.SIZE", [32, 32])
+    mapper = SeededMapper(SemanticDatasetMapper(cfg, is_train=True), seed=3)
+    image, label = random_pair(30, 99, values=(0, 1, 2, 255))
+    dataset = PositionedDataset([write_pair(tmp_path, image, label)])
+    first = [mapper(dataset[k]) for k in range(6)]
+    np.random.seed(123)  # another worker's state
+    again = [mapper(dataset[k]) for k in (3, 1)]
+    for k, out in zip((3, 1), again):
+        assert torch.equal(out["image"], first[k]["image"])
+        assert torch.equal(out["sem_seg"], first[k]["sem_seg"])
+    assert len({first[k]["image"].sum().item() for k in range(6)}) > 1  # positions differ

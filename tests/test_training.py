@@ -84,16 +84,35 @@ def get_cfg_keys():
     return list(add_rein_config(get_cfg()).SOLVER.NO_DECAY_KEYS)
 
 
-def test_poly_schedule_without_warmup(dataset, tmp_path):
+def scheduled_lrs(cfg, n):
     from rein_d2.engine import build_lr_scheduler
-    cfg = make_cfg(dataset, tmp_path, "SOLVER.MAX_ITER", 10)
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=cfg.SOLVER.BASE_LR)
     sched = build_lr_scheduler(cfg, opt)
     lrs = []
-    for _ in range(10):
+    for _ in range(n):
         lrs.append(opt.param_groups[0]["lr"])
         sched.step()
-    assert lrs == pytest.approx([5e-3 * (1 - i / 10) ** 0.9 for i in range(10)])
+    return lrs
+
+
+def test_poly_schedule_without_warmup(dataset, tmp_path):
+    # mmengine's PolyLR(begin=0, end=10) steps 9 times: 0 on the last iteration, not 1 / 10 ** 0.9
+    lrs = scheduled_lrs(make_cfg(dataset, tmp_path, "SOLVER.MAX_ITER", 10), 10)
+    assert lrs == pytest.approx([5e-3 * (1 - i / 9) ** 0.9 for i in range(10)], abs=1e-12)
+    assert lrs[-1] == 0
+
+
+def test_poly_schedule_after_warmup_starts_from_the_base_lr(dataset, tmp_path):
+    # The reference's LinearLR(start_factor=0.1, begin=0, end=4) then PolyLR(begin=4, end=10):
+    # 0.1, 0.4, 0.7, 1 on iterations 0-3, then (1 - k / 5) ** 0.9 for k = 0..5.
+    lrs = scheduled_lrs(make_cfg(dataset, tmp_path, "SOLVER.MAX_ITER", 10, "SOLVER.WARMUP_ITERS", 4,
+                                 "SOLVER.WARMUP_FACTOR", 0.1, "SOLVER.WARMUP_METHOD", "linear"), 10)
+    want = [0.1, 0.4, 0.7, 1.0] + [(1 - k / 5) ** 0.9 for k in range(6)]
+    assert lrs == pytest.approx([5e-3 * f for f in want], abs=1e-12)
+    # ConstantLR(factor=0.1, begin=0, end=4) restores the lr on its last step, iteration 3
+    lrs = scheduled_lrs(make_cfg(dataset, tmp_path, "SOLVER.MAX_ITER", 10, "SOLVER.WARMUP_ITERS", 4,
+                                 "SOLVER.WARMUP_FACTOR", 0.1, "SOLVER.WARMUP_METHOD", "constant"), 4)
+    assert lrs == pytest.approx([5e-4, 5e-4, 5e-4, 5e-3], abs=1e-12)
 
 
 def test_training_lowers_the_loss(dataset, tmp_path):

@@ -80,8 +80,11 @@ def iou_from(hist):
     return 100 * iou
 
 
-def train(cfg, frames, size, max_iter, time_budget, batch_size, eval_period, target, log=print):
-    """Train until ``target`` mIoU, ``max_iter`` or ``time_budget`` seconds; return a summary."""
+def train(cfg, frames, size, max_iter, time_budget, batch_size, eval_period, target, log=print,
+          stop_after=None):
+    """Train until ``target`` mIoU, ``max_iter`` or ``time_budget`` seconds; return a summary.
+    ``stop_after`` ends the run after that many iterations (the schedule still spans
+    ``max_iter``): a bound in iterations gives the same result on a fast or a busy machine."""
     torch.manual_seed(cfg.SEED if cfg.SEED >= 0 else 0)
     rng = np.random.default_rng(0)
     model = build_model(cfg).train()
@@ -91,7 +94,7 @@ def train(cfg, frames, size, max_iter, time_budget, batch_size, eval_period, tar
     start = time.perf_counter()
     history, best = [], {"miou": -1.0}
     it = 0
-    while it < max_iter:
+    while it < min(max_iter, stop_after or max_iter):
         for group in opt.param_groups:  # poly schedule, power 0.9, as the reference
             group["lr"] = cfg.SOLVER.BASE_LR * (1 - it / max_iter) ** 0.9
         picks = rng.choice(len(frames), size=batch_size, replace=False)
@@ -106,7 +109,7 @@ def train(cfg, frames, size, max_iter, time_budget, batch_size, eval_period, tar
         opt.step()
         it += 1
         elapsed = time.perf_counter() - start
-        if it % eval_period == 0 or it == max_iter or elapsed > time_budget:
+        if it % eval_period == 0 or it in (max_iter, stop_after) or elapsed > time_budget:
             iou = iou_from(confusion(model, frames, size, num_classes))
             miou = float(np.nanmean(iou))
             elapsed = time.perf_counter() - start

@@ -1,7 +1,8 @@
 """Semantic segmentation dataset mapper with the reference (mmseg) training augmentation
-(docs/method.md section 5): a random short side from a set (max size kept), a random crop in which
-no class covers too much of the labelled area, horizontal flip, photometric distortion, and
-padding to the crop size."""
+(docs/method.md section 5): a random short side from a set (max size kept) resized with OpenCV, a
+random crop in which no class covers too much of the labelled area, horizontal flip, photometric
+distortion, and padding to the crop size. Each step draws from numpy's global RNG what mmseg's
+draws, in the same order, so a seed gives the reference's boxes, flips and colours."""
 import copy
 
 import cv2
@@ -10,17 +11,95 @@ import torch
 from detectron2.config import configurable
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
-from fvcore.transforms.transform import Transform
+from fvcore.transforms.transform import CropTransform, NoOpTransform, Transform
 
 from ...utils.cli import UserError
 from .instance import read_image_checked
 
 __all__ = [
+    "CategoryAreaCrop",
+    "CV2ResizeTransform",
     "PhotometricDistortion",
     "PhotometricDistortionTransform",
     "SemanticDatasetMapper",
+    "ResizeShortestEdgeCV2",
     "build_semantic_train_augmentation",
 ]
+
+
+class CV2ResizeTransform(Transform):
+    """Resize to (new_h, new_w) with ``cv2.resize`` as mmcv's imresize does: bilinear for images,
+    nearest for labels."""
+
+    def __init__(self, h: int, w: int, new_h: int, new_w: int):
+        super().__init__()
+        self._set_attributes(locals())
+
+    def apply_image(self, img: np.ndarray) -> np.ndarray:
+        out = cv2.resize(img, (self.new_w, self.new_h), interpolation=cv2.INTER_LINEAR)
+        return out.reshape(out.shape[:2] + img.shape[2:])  # OpenCV drops a single channel axis
+
+    def apply_segmentation(self, segmentation: np.ndarray) -> np.ndarray:
+        return cv2.resize(segmentation, (self.new_w, self.new_h), interpolation=cv2.INTER_NEAREST)
+
+    def apply_coords(self, coords: np.ndarray) -> np.ndarray:
+        coords[:, 0] = coords[:, 0] * (self.new_w / self.w)
+        coords[:, 1] = coords[:, 1] * (self.new_h / self.h)
+        return coords
+
+
+def mmcv_rescaled_size(h: int, w: int, target_h: int, target_w: int):
+    """The size mmcv's imrescale gives an h x w image for a keep-ratio target: the largest factor
+    that fits it in (target long side, target short side), each side rounded as int(x + 0.5).
+    mmseg's ResizeShortestEdge rounds its target first, so a side can differ from it by one."""
+    factor = min(max(target_h, target_w) / max(h, w), min(target_h, target_w) / min(h, w))
+    return int(h * factor + 0.5), int(w * factor + 0.5)
+
+
+class ResizeShortestEdgeCV2(T.ResizeShortestEdge):
+    """mmseg's RandomChoiceResize(resize_type="ResizeShortestEdge", max_size): detectron2's
+    ResizeShortestEdge draws the short side as the reference does (one ``randint`` over the
+    set) and rounds the same target; mmcv's imrescale then sets the size and OpenCV resizes."""
+
+    def get_transform(self, image):
+        t = super().get_transform(image)
+        if isinstance(t, NoOpTransform):
+            return t
+        return CV2ResizeTransform(t.h, t.w, *mmcv_rescaled_size(t.h, t.w, t.new_h, t.new_w))
+
+
+def _class_counts(label: np.ndarray, ignore):
+    if label.dtype == np.uint8:  # a histogram is ~10x faster than np.unique on a crop
+        counts = np.bincount(label.ravel(), minlength=256)
+        labels = np.flatnonzero(counts)
+        counts = counts[labels]
+    else:
+        labels, counts = np.unique(label, return_counts=True)
+    return counts[labels != ignore] if ignore is not None else counts
+
+
+class CategoryAreaCrop(T.RandomCrop_CategoryAreaConstraint):
+    """mmseg's RandomCrop(crop_size, cat_max_ratio, ignore_index): a box is drawn (top, then
+    left offset); it is kept if it holds more than one class (ignore excluded) and the largest
+    class covers less than the ratio, else a new box is drawn: 10 boxes are checked, and when
+    all fail an 11th is drawn and kept unchecked (detectron2's version keeps the 10th)."""
+
+    def get_transform(self, image, sem_seg):
+        if self.single_category_max_area >= 1.0:
+            return self.crop_aug.get_transform(image)
+        h, w = sem_seg.shape
+        ch, cw = self.crop_aug.get_crop_size((h, w))
+
+        def draw():
+            return np.random.randint(h - ch + 1), np.random.randint(w - cw + 1)
+
+        y0, x0 = draw()
+        for _ in range(10):
+            counts = _class_counts(sem_seg[y0:y0 + ch, x0:x0 + cw], self.ignored_category)
+            if len(counts) > 1 and counts.max() / counts.sum() < self.single_category_max_area:
+                break
+            y0, x0 = draw()
+        return CropTransform(x0, y0, cw, ch)
 
 
 def _scale_shift(img: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
@@ -105,13 +184,11 @@ class PhotometricDistortion(T.Augmentation):
 
 def build_semantic_train_augmentation(cfg):
     """The training augmentations from the config: short-side resize, category-constrained
-    crop, flip, photometric distortion (INPUT.* keys)."""
-    augs = [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN,
-                                 cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING)]
+    crop, flip, photometric distortion (INPUT.* keys), each as mmseg's."""
+    augs = [ResizeShortestEdgeCV2(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN,
+                                  cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING)]
     if cfg.INPUT.CROP.ENABLED:
-        # detectron2's acceptance rule is mmseg's: >1 class (ignore excluded) and the largest
-        # below the ratio, up to 10 tries.
-        augs.append(T.RandomCrop_CategoryAreaConstraint(
+        augs.append(CategoryAreaCrop(
             cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE, cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA,
             cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE))
     if cfg.INPUT.RANDOM_FLIP != "none":
@@ -132,7 +209,7 @@ def _read_label(path):
                          f"map of class ids")
     if label.min() >= 0 and label.max() <= 255:
         return label.astype(np.uint8)
-    return label.astype(np.float32)  # detectron2 resizes non-uint8 maps with torch (exact)
+    return label.astype(np.float32)  # OpenCV resizes float32 maps (nearest is exact); not int64
 
 
 def _values_present(label):
