@@ -1,3 +1,4 @@
+import importlib.util
 import os
 
 import pytest
@@ -24,3 +25,13 @@ def fixtures_dir():
 
 def config_path(name):
     return os.path.join(REPO, "configs", name)
+
+
+def tool(name: str):
+    """tools/<name>.py as a module of its own (``tool_<name>``), for its main() and helpers.
+    Nothing is put on sys.path: a tools/ folder there would shadow dev/'s modules of the same
+    name (benchmark) in every later test and in the processes they spawn."""
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(REPO, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

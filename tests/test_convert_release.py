@@ -114,7 +114,7 @@ def test_a_release_holding_rein_only_is_refused_naming_the_heads_release_keys(se
     rein_only = {k: v for k, v in state.items() if k.startswith("backbone.reins.")}
     rc, dst = run(yaml, rein_only, tmp)
     err = capsys.readouterr().err
-    assert rc == 1 and not os.path.exists(dst)
+    assert rc == 2 and not os.path.exists(dst)
     assert len(err.strip().splitlines()) == 1, err
     assert "holds no decode head, only backbone.reins." in err
     assert "needs the head's 120 decode_head.* weights (decode_head." in err

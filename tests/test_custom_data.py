@@ -2,7 +2,6 @@
 commands run as written on a 3-class colour-coded folder (train, DG evaluation, predict,
 demo); colour and id labels converted pixel by pixel; bad descriptions and configs refused
 with one line saying what to fix."""
-import importlib.util
 import json
 import os
 import re
@@ -19,7 +18,7 @@ from rein_d2 import load_config
 from rein_d2.data.datasets import register_semantic_dataset
 from rein_d2.data.datasets.custom import register_description
 from rein_d2.utils.cli import UserError
-from conftest import REPO, config_path
+from conftest import REPO, config_path, tool
 from test_weights_safety import _reset_loggers  # noqa: F401  (autouse fixture)
 
 DOC = os.path.join(REPO, "docs", "CUSTOM_DATA.md")
@@ -33,13 +32,6 @@ def doc_blocks():
     files = dict(re.findall(r"<!-- file: (\S+) -->\n```\w*\n(.*?)```", text, re.S))
     commands = re.search(r"<!-- commands -->\n```bash\n(.*?)```", text, re.S).group(1).strip().splitlines()
     return files, commands
-
-
-def tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(REPO, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def shapes_label(rng, h=64, w=96):

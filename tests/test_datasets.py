@@ -87,7 +87,7 @@ def test_gtav_prepare_and_load(root):
 
 
 def test_cityscapes_prepare_and_load(root):
-    ids = _all_ids_label().astype(np.uint8)
+    ids = _all_ids_label(34).astype(np.uint8)  # Cityscapes' label ids; others are refused (test_run_refusals)
     for split, city in (("train", "aachen"), ("val", "frankfurt")):
         stem = f"{city}_000000_000019"
         _image(str(root / "cityscapes" / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png"))
@@ -345,7 +345,7 @@ def test_urbansyn_prepare_and_load(root, capsys):
     Image.fromarray(bad).save(root / "urbansyn" / "ss" / "ss_0003.png")
     capsys.readouterr()
     assert _script("prepare_urbansyn").run_prepare(
-        _script("prepare_urbansyn").main, ["--root", str(root), "--no-count-check", "--workers", "1"]) == 1
+        _script("prepare_urbansyn").main, ["--root", str(root), "--no-count-check", "--workers", "1"]) == 2  # EXIT_REFUSED
     err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
     assert err.startswith("error: ") and "ss_0003.png: values [33] outside UrbanSyn's train ids" in err, err
     os.remove(root / "urbansyn" / "ss" / "ss_0003.png")

@@ -2,16 +2,14 @@
 loads alone, and a full file gives back the light one; exports that would carry random weights
 are refused."""
 import os
-import sys
 
 import torch
 
 from rein_d2.engine import LightCheckpointer, frozen_keys, light_state_dict
-from conftest import REPO, config_path
+from conftest import config_path, tool
 from test_meta_arch import MINI, mini_model
 
-sys.path.insert(0, os.path.join(REPO, "tools"))
-import export_checkpoint  # noqa: E402
+export_checkpoint = tool("export_checkpoint")
 
 
 def export(*args):

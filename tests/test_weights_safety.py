@@ -1,6 +1,5 @@
 """No weights file runs code, in any tool; unreadable files and wrong weights are one clear line
 and a non-zero exit, never a run on random weights."""
-import importlib.util
 import os
 import pickle
 import sys
@@ -13,18 +12,11 @@ from detectron2.engine import default_argument_parser
 from rein_d2 import load_config
 from rein_d2.checkpoint import CheckpointFileError, CheckpointMismatchError, read_checkpoint
 from rein_d2.engine import LightCheckpointer, frozen_keys, load_model_weights
-from conftest import REPO, config_path
+from conftest import REPO, config_path, tool
 from test_meta_arch import MINI, mini_model
 from test_training import dataset  # noqa: F401  (fixture)
 
 STRICT = ["MODEL.ALLOW_RANDOM_WEIGHTS", False]
-
-
-def tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(REPO, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class _RunsCode:
