@@ -7,7 +7,6 @@ official one maps to (renamed as is, or resized as the spec says), report the of
 backbone does not use, and give the backbone the per-block features of an independently built
 timm model loaded with the same weights. Checkpoints of another family or size are refused.
 """
-import importlib.util
 import os
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
@@ -20,7 +19,7 @@ from detectron2.config import get_cfg
 from detectron2.modeling import build_backbone
 from torch import nn
 
-from conftest import REPO
+from conftest import tool
 from rein_d2 import add_rein_config
 from rein_d2.checkpoint import (CheckpointMismatchError, convert_official_checkpoint,
                                 load_official_checkpoint)
@@ -358,14 +357,6 @@ def assert_features_match_timm(backbone: ReinViT, fmt: Format, weights, x: torch
         torch.testing.assert_close(out[name], m, rtol=0, atol=ATOL, msg=name)
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location(
-        "convert_pretrained", os.path.join(REPO, "tools", "convert_pretrained.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
-
-
 @pytest.fixture(scope="module")
 def official(tmp_path_factory):
     """name -> (file path, OfficialState) for each format at the miniature's sizes."""
@@ -519,7 +510,7 @@ def test_convert_pretrained_cli_end_to_end(official, tmp_path, capsys):
     yaml = tmp_path / "mae_mini.yaml"
     yaml.write_text(MAE_YAML)
     output = tmp_path / "weights" / "mae_mini.pth"
-    rc = load_tool().main(["--config-file", str(yaml), "--input", official["mae"][0],
+    rc = tool("convert_pretrained").main(["--config-file", str(yaml), "--input", official["mae"][0],
                            "--output", str(output)])
     assert rc == 0
     stdout = capsys.readouterr().out
@@ -548,14 +539,14 @@ def test_convert_pretrained_cli_refuses_another_family(official, tmp_path, capsy
     yaml = tmp_path / "mae_mini.yaml"
     yaml.write_text(MAE_YAML)
     output = tmp_path / "out.pth"
-    tool = load_tool()
-    rc = tool.main(["--config-file", str(yaml), "--input", official["eva02"][0],
+    converter = tool("convert_pretrained")
+    rc = converter.main(["--config-file", str(yaml), "--input", official["eva02"][0],
                     "--output", str(output)])
     assert rc == 2
     err = capsys.readouterr().err
     assert "EVA02 checkpoint" in err and "backbone is MAE" in err
     assert not output.exists()
-    rc = tool.main(["--config-file", str(yaml), "--input", str(tmp_path / "absent.pth"),
+    rc = converter.main(["--config-file", str(yaml), "--input", str(tmp_path / "absent.pth"),
                     "--output", str(output)])
     assert rc == 2 and "no such checkpoint file" in capsys.readouterr().err
     assert not output.exists()

@@ -12,17 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO, config_path
+from conftest import REPO, config_path, tool
 from rein_d2.utils.cli import UserError, refuse_overwrite
 from rein_d2.utils.files import OutputWriteError, write_image_atomic
 from test_meta_arch import MINI
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 OPTS = [*map(str, MINI), "DATALOADER.NUM_WORKERS", "0", "DATASETS.TEST", "()"]
@@ -37,7 +30,7 @@ def photos(folder, names, seed=0):
 
 
 def predict(tmp_path, src, *extra, out="pred"):
-    return load_tool("predict").main(["--config-file", config_path("rein_dinov2.yaml"), "--input", str(src),
+    return tool("predict").main(["--config-file", config_path("rein_dinov2.yaml"), "--input", str(src),
                                       "--format", "trainid", "--output", str(tmp_path / out), *extra, *OPTS])
 
 
@@ -174,7 +167,7 @@ def test_export_killed_midway_keeps_the_earlier_file_and_output_over_weights_is_
     weights.write_bytes(b"the user's weights")
     argv = _export_argv(tmp_path) + ["MODEL.WEIGHTS", str(weights)]
     argv[argv.index("--output") + 1] = str(tmp_path / "w")
-    assert load_tool("export_model").main(argv) == 2
+    assert tool("export_model").main(argv) == 2
     errors = _error_lines(capsys.readouterr().err)
     assert len(errors) == 1 and f"which is the input {weights}" in errors[0]
     assert weights.read_bytes() == b"the user's weights"

@@ -7,7 +7,6 @@ tools/convert_rein_checkpoint.py, and the model from detectron2's build_model lo
 DetectionCheckpointer. Backbone features, linked queries, every layer's class and mask logits,
 the semantic logits, the losses and the Hungarian assignments must match within 1e-4.
 """
-import importlib.util
 import os
 
 import pytest
@@ -18,17 +17,10 @@ from detectron2.modeling import build_model
 
 from rein_d2 import add_rein_config
 from rein_d2.modeling.head import semantic_logits
-from conftest import REPO
+from conftest import REPO, tool
 
 TOL = 1e-4
 LEVELS = ["res2", "res3", "res4", "res5"]
-
-
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", name + ".py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _load(fixtures_dir, name):
@@ -60,14 +52,14 @@ def model(fixtures_dir, reference, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("parity")
     yaml = miniature_yaml(tmp / "mini.yaml", reference["backbone"]["config"])
     vfm, full, release = (str(tmp / n) for n in ("vfm.pth", "rein_d2.pth", "release.pth"))
-    assert _tool("convert_pretrained").main([
+    assert tool("convert_pretrained").main([
         "--config-file", yaml, "--input",
         os.path.join(fixtures_dir, "backbone_dinov2_official_p14.pth"), "--output", vfm]) == 0
     # One release-format checkpoint, as the reference saves it: Rein and head together.
     state = dict(_load(fixtures_dir, "backbone_rein_release.pth")["state_dict"])
     state.update(_load(fixtures_dir, "head_state.pth"))
     torch.save({"meta": {"mmseg_version": "1.2.2"}, "state_dict": state}, release)
-    assert _tool("convert_rein_checkpoint").main([
+    assert tool("convert_rein_checkpoint").main([
         "--config-file", yaml, "--input", release, "--pretrained", vfm, "--output", full]) == 0
 
     cfg = add_rein_config(get_cfg())
