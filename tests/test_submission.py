@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, config_path, tool
+from conftest import config_path, tool
 from rein_d2.data.datasets import ID_TO_TRAINID
 from rein_d2.evaluation.submission import TRAINID_TO_ID, prediction_path, to_submission, write_prediction
 from test_meta_arch import MINI

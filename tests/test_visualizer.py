@@ -2,7 +2,6 @@
 legend of the classes present, visible colours for dark classes, a note for an empty panoptic
 output, and instance colours kept across video frames."""
 import numpy as np
-import pytest
 import torch
 from detectron2.data.catalog import Metadata
 from detectron2.structures import Boxes, Instances

@@ -12,7 +12,7 @@ from detectron2.engine import default_argument_parser
 from rein_d2 import load_config
 from rein_d2.checkpoint import CheckpointFileError, CheckpointMismatchError, read_checkpoint
 from rein_d2.engine import LightCheckpointer, frozen_keys, load_model_weights
-from conftest import REPO, config_path, tool
+from conftest import config_path, tool
 from test_meta_arch import MINI, mini_model
 from test_training import dataset  # noqa: F401  (fixture)
 

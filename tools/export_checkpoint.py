@@ -19,7 +19,6 @@ import argparse
 import os
 import sys
 
-import torch
 from detectron2.modeling import build_model
 
 from rein_d2 import load_config

@@ -33,7 +33,7 @@ import glob
 import os
 import sys
 import tempfile
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import cv2
 import numpy as np

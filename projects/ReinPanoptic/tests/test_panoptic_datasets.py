@@ -1,7 +1,6 @@
 """ReinPanoptic's datasets: each preparation script on a miniature tree in its dataset's official
 layout, then the registered panoptic and instance records checked pixel by pixel against one
 hand-made scene (written in each dataset's own label encoding)."""
-import functools
 import importlib.util
 import json
 import os
