@@ -1,24 +1,11 @@
-"""Convert GTAV labels (palette PNGs of Cityscapes label ids) to train-id PNGs:
-gta/labels/*.png -> gta/labels_trainid/*.png. Resumable; registers as `gtav_train`."""
-import os
+#!/usr/bin/env python
+"""Convert GTAV labels (palette PNGs of Cityscapes label ids) to train-id PNGs: gta/labels/*.png ->
+gta/labels_trainid/*.png. The program is rein_d2/data/prepare/gtav.py (`python -m
+rein_d2.data.prepare.gtav` runs it too); --help for the options."""
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from rein_d2.data.datasets.builtin import DATASETS  # noqa: E402
-from rein_d2.data.datasets.common import convert_folder  # noqa: E402
-from rein_d2.data.datasets.labels import (  # noqa: E402
-    gtav_ids_to_trainids, check_images_if_asked, parse_prepare_args, run_prepare)
-
-
-def main(argv=None):
-    args = parse_prepare_args(__doc__, argv)
-    convert_folder("gtav_train", args.root, "gta/labels", "gta/labels_trainid",
-                   gtav_ids_to_trainids, args.workers, DATASETS["gtav_train"],
-                   not args.no_count_check)
-    check_images_if_asked(args, "gtav_")
-    return 0
-
+from rein_d2.data.datasets.labels import run_prepare
+from rein_d2.data.prepare.gtav import main
 
 if __name__ == "__main__":
     sys.exit(run_prepare(main))

@@ -1,25 +1,12 @@
-"""Convert SYNTHIA RAND-CITYSCAPES labels (16-bit 3-channel PNGs, class id in the red channel)
-to train-id PNGs: synthia/GT/LABELS/*.png -> synthia/GT/LABELS_trainid/*.png. Resumable;
-registers as `synthia_train`."""
-import os
+#!/usr/bin/env python
+"""Convert SYNTHIA RAND-CITYSCAPES labels (16-bit 3-channel PNGs, class id in the red channel) to
+train-id PNGs: synthia/GT/LABELS/*.png -> synthia/GT/LABELS_trainid/*.png. The program is
+rein_d2/data/prepare/synthia.py (`python -m rein_d2.data.prepare.synthia` runs it too); --help
+for the options."""
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from rein_d2.data.datasets.builtin import DATASETS  # noqa: E402
-from rein_d2.data.datasets.common import convert_folder  # noqa: E402
-from rein_d2.data.datasets.labels import (  # noqa: E402
-    check_images_if_asked, parse_prepare_args, run_prepare, synthia_to_trainids)
-
-
-def main(argv=None):
-    args = parse_prepare_args(__doc__, argv)
-    convert_folder("synthia_train", args.root, "synthia/GT/LABELS",
-                   "synthia/GT/LABELS_trainid", synthia_to_trainids, args.workers,
-                   DATASETS["synthia_train"], not args.no_count_check)
-    check_images_if_asked(args, "synthia_")
-    return 0
-
+from rein_d2.data.datasets.labels import run_prepare
+from rein_d2.data.prepare.synthia import main
 
 if __name__ == "__main__":
     sys.exit(run_prepare(main))

@@ -1,4 +1,3 @@
-import importlib.util
 import os
 
 import pytest
@@ -7,7 +6,6 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(REPO), "shared")
 FIXTURES = os.path.join(SHARED, "fixtures", "reference")
-
 
 
 @pytest.fixture(autouse=True)
@@ -25,13 +23,3 @@ def fixtures_dir():
 
 def config_path(name):
     return os.path.join(REPO, "configs", name)
-
-
-def tool(name: str):
-    """tools/<name>.py as a module of its own (``tool_<name>``), for its main() and helpers.
-    Nothing is put on sys.path: a tools/ folder there would shadow dev/'s modules of the same
-    name (benchmark) in every later test and in the processes they spawn."""
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(REPO, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module

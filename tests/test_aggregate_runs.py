@@ -13,9 +13,9 @@ import torch
 from rein_d2.evaluation import evaluate_domain_generalization
 from rein_d2.evaluation.aggregate import aggregate_runs
 from rein_d2.utils.cli import UserError
+from rein_d2.tools import aggregate_runs as aggregate_runs_tool
 from test_dg_evaluation import register, target_b
 from test_dg_protocol import mini_cfg
-from test_weights_safety import tool
 
 
 class RedAbove(torch.nn.Module):
@@ -76,7 +76,7 @@ def test_three_seeds_mean_and_sample_std_by_hand(runs, tmp_path, capsys):
     per_class = [100 * x for x in iou_b]
     assert agg.iou[grad]["b"] == pytest.approx(per_class)
 
-    assert tool("aggregate_runs").main([*paths, "--output-dir", str(tmp_path / "agg")]) == 0
+    assert aggregate_runs_tool.main([*paths, "--output-dir", str(tmp_path / "agg")]) == 0
     printed = capsys.readouterr().out
     assert "3 runs (seeds 0, 1, 2)" in printed
     assert f"{statistics.mean(miou):.2f} ± {statistics.stdev(miou):.2f}" in printed
@@ -116,4 +116,4 @@ def test_runs_of_another_protocol_or_setting_are_refused(runs, tmp_path):
         aggregate_runs([paths[0], str(old)])
     with pytest.raises(UserError, match="at least two runs"):
         aggregate_runs(paths[:1])
-    assert tool("aggregate_runs").main([paths[0], str(tmp_path / "nowhere")]) == 2
+    assert aggregate_runs_tool.main([paths[0], str(tmp_path / "nowhere")]) == 2

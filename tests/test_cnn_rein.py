@@ -11,11 +11,12 @@ import torch
 import torch.nn.functional as F
 from detectron2.modeling import build_backbone, build_model
 
-from conftest import REPO, config_path
+from conftest import config_path
 from rein_d2 import load_config
 from rein_d2.checkpoint import (CheckpointMismatchError, convert_official_checkpoint,
                                 load_official_checkpoint)
 from rein_d2.checkpoint.release import convert_release_checkpoint
+from rein_d2.tools import convert_pretrained
 from test_meta_arch import MINI, sample
 
 DEPTHS = (1, 2, 1, 1)  # small: the widths stay the real ones
@@ -207,17 +208,11 @@ def test_convert_pretrained_then_train_from_the_file(fmt, tmp_path, capsys):
     """tools/convert_pretrained.py writes MODEL.WEIGHTS for a CNN config, and training accepts
     it as the whole frozen network (batch-norm statistics, ConvNeXt's new stage norms
     included), refusing nothing: no weight stays random."""
-    import importlib.util
-    import os
-
     from rein_d2.engine import load_model_weights
     name, write = FORMATS[fmt]
     source = timm_source(name).state_dict()
     torch.save(write(source), tmp_path / "official.pth")
-    spec = importlib.util.spec_from_file_location("convert_pretrained", os.path.join(REPO, "tools", "convert_pretrained.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    assert tool.main(["--config-file", config_path(CONFIGS[name]), "--input", str(tmp_path / "official.pth"),
+    assert convert_pretrained.main(["--config-file", config_path(CONFIGS[name]), "--input", str(tmp_path / "official.pth"),
                       "--output", str(tmp_path / "w.pth"), "MODEL.CNN.DEPTHS", str(list(DEPTHS))]) == 0
     printed = capsys.readouterr().out
     assert TIMM[name] in printed

@@ -19,11 +19,11 @@ from detectron2.config import get_cfg
 from detectron2.modeling import build_backbone
 from torch import nn
 
-from conftest import tool
 from rein_d2 import add_rein_config
 from rein_d2.checkpoint import (CheckpointMismatchError, convert_official_checkpoint,
                                 load_official_checkpoint)
 from rein_d2.modeling.backbone.vit_rein import VFM_ARCHS, ReinViT
+from rein_d2.tools import convert_pretrained
 
 IMG, PATCH = 64, 16  # the backbone: a 4x4 patch grid
 GRID = IMG // PATCH
@@ -510,7 +510,7 @@ def test_convert_pretrained_cli_end_to_end(official, tmp_path, capsys):
     yaml = tmp_path / "mae_mini.yaml"
     yaml.write_text(MAE_YAML)
     output = tmp_path / "weights" / "mae_mini.pth"
-    rc = tool("convert_pretrained").main(["--config-file", str(yaml), "--input", official["mae"][0],
+    rc = convert_pretrained.main(["--config-file", str(yaml), "--input", official["mae"][0],
                            "--output", str(output)])
     assert rc == 0
     stdout = capsys.readouterr().out
@@ -539,7 +539,7 @@ def test_convert_pretrained_cli_refuses_another_family(official, tmp_path, capsy
     yaml = tmp_path / "mae_mini.yaml"
     yaml.write_text(MAE_YAML)
     output = tmp_path / "out.pth"
-    converter = tool("convert_pretrained")
+    converter = convert_pretrained
     rc = converter.main(["--config-file", str(yaml), "--input", official["eva02"][0],
                     "--output", str(output)])
     assert rc == 2

@@ -6,10 +6,10 @@ import os
 import pytest
 import torch
 
-from conftest import tool
 from test_reference_parity import _load, miniature_yaml
+from rein_d2.tools import convert_pretrained, convert_rein_checkpoint
 
-CONVERT = tool("convert_rein_checkpoint")
+CONVERT = convert_rein_checkpoint
 
 
 def reference_names(fixtures_dir):
@@ -74,7 +74,7 @@ def test_vfm_weights_inside_the_release_are_converted(setup, fixtures_dir, capsy
         in capsys.readouterr().out
     # The same tensors as the VFM converter writes from the official file alone.
     vfm = str(tmp / "vfm.pth")
-    assert tool("convert_pretrained").main([
+    assert convert_pretrained.main([
         "--config-file", yaml, "--input", os.path.join(fixtures_dir, "backbone_dinov2_official_p14.pth"),
         "--output", vfm]) == 0
     for k, v in torch.load(vfm, weights_only=True)["model"].items():

@@ -1,6 +1,6 @@
 """What the preparation scripts and dataset loaders do with files that are stale, foreign or
 damaged, on miniature trees in the official on-disk layouts."""
-import importlib.util
+import importlib
 import json
 import os
 
@@ -17,10 +17,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _script(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "datasets", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    """The program of datasets/<name>.py (prepare_<dataset>): rein_d2.data.prepare.<dataset>."""
+    return importlib.import_module(f"rein_d2.data.prepare.{name[len('prepare_'):]}")
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """Dataset registration and the prepare scripts, on miniature trees in the official layouts."""
-import importlib.util
+import importlib
 import os
 
 import cv2
@@ -24,10 +24,8 @@ SYNTHIA_SPEC = {3: 0, 4: 1, 2: 2, 21: 3, 5: 4, 7: 5, 15: 6, 9: 7, 6: 8, 1: 10, 1
 
 
 def _script(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "datasets", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    """The program of datasets/<name>.py (prepare_<dataset>): rein_d2.data.prepare.<dataset>."""
+    return importlib.import_module(f"rein_d2.data.prepare.{name[len('prepare_'):]}")
 
 
 def _image(path):

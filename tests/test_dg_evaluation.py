@@ -13,7 +13,7 @@ from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
-from conftest import REPO, config_path
+from conftest import config_path
 from rein_d2 import add_rein_config
 from rein_d2.evaluation import eval_resize_shape, evaluate_domain_generalization
 from test_meta_arch import MINI
@@ -176,12 +176,8 @@ class _Lines(logging.Handler):
 
 def test_command_line_tool_with_a_real_model(tmp_path, capsys):
     """tools/evaluate_dg.py builds the model from a config and evaluates two targets."""
-    import importlib.util
-    import os
+    from rein_d2.tools import evaluate_dg
 
-    spec = importlib.util.spec_from_file_location("evaluate_dg", os.path.join(REPO, "tools", "evaluate_dg.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
     # (target A's 16x32 evaluation size would leave the model a 1x1 stride-32 map, too small
     # for GroupNorm: two copies of B instead.)
     a, b = target_b(tmp_path), target_b(tmp_path)
@@ -189,8 +185,8 @@ def test_command_line_tool_with_a_real_model(tmp_path, capsys):
     progress = _Lines()  # the progress lines, whichever stream the tool's logger writes to
     logging.getLogger("rein_d2.evaluation").addHandler(progress)
     try:
-        assert tool.main(["--config-file", config_path("rein_dinov2.yaml"), "--datasets", a, b,
-                          "--output-dir", str(out), *map(str, MINI), "DATALOADER.NUM_WORKERS", "0"]) == 0
+        assert evaluate_dg.main(["--config-file", config_path("rein_dinov2.yaml"), "--datasets", a, b,
+                                 "--output-dir", str(out), *map(str, MINI), "DATALOADER.NUM_WORKERS", "0"]) == 0
     finally:
         logging.getLogger("rein_d2.evaluation").removeHandler(progress)
     printed = capsys.readouterr().out

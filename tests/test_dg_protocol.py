@@ -19,6 +19,7 @@ from rein_d2.evaluation.miou import iou_per_class, subset_miou
 from rein_d2.evaluation.protocol import code_version, model_sha256
 from rein_d2.evaluation.robustness import evaluate_robustness
 from rein_d2.utils.cli import UserError
+from rein_d2.tools import evaluate_dg
 from test_dg_evaluation import RedIsClassB, register, target_a, target_b
 from test_meta_arch import MINI
 
@@ -194,9 +195,6 @@ def test_a_subset_outside_the_label_space_and_bad_keys_are_refused(tmp_path):
 
 
 def test_evaluate_dg_eval_size_flag(tmp_path, capsys):
-    from test_weights_safety import tool
-
-    evaluate_dg = tool("evaluate_dg")
     b = target_b(tmp_path)
     out = tmp_path / "dg"
     assert evaluate_dg.main(["--config-file", config_path("rein_dinov2.yaml"), "--datasets", b,

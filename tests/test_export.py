@@ -1,14 +1,12 @@
 """Exported models (rein_d2.export, tools/export_model.py) give the PyTorch model's numbers:
 torch.export and ONNX (run by onnxruntime) within 1e-4, whole-image and sliding windows,
 logits and labels, through the deformable attention and the masked attention."""
-import importlib.util
-import os
-
 import pytest
 import torch
 
-from conftest import REPO, config_path
+from conftest import config_path
 from rein_d2.export import SemanticExport, export_onnx, export_program
+from rein_d2.tools import export_model
 from test_meta_arch import MINI, mini_model
 
 SLIDE = ["MODEL.MASK2FORMER.TEST.MODE", "slide", "MODEL.MASK2FORMER.TEST.CROP_SIZE", (32, 32),
@@ -47,10 +45,7 @@ def test_onnx_export_runs_in_onnxruntime_with_the_models_numbers(tmp_path):
 
 
 def test_the_tool_writes_loads_and_checks_the_program(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("export_model", os.path.join(REPO, "tools", "export_model.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    code = tool.main(["--config-file", config_path("rein_dinov2.yaml"), "--output", str(tmp_path / "rein"),
+    code = export_model.main(["--config-file", config_path("rein_dinov2.yaml"), "--output", str(tmp_path / "rein"),
                       "--size", "64", "96", "--format", "torch_export", "--labels", *map(str, MINI)])
     assert code == 0 and (tmp_path / "rein.pt2").exists()
     printed = capsys.readouterr().out

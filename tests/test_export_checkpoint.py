@@ -6,10 +6,11 @@ import os
 import torch
 
 from rein_d2.engine import LightCheckpointer, frozen_keys, light_state_dict
-from conftest import config_path, tool
+from rein_d2.tools import export_checkpoint
+from conftest import config_path
 from test_meta_arch import MINI, mini_model
 
-export_checkpoint = tool("export_checkpoint")
+export_checkpoint = export_checkpoint
 
 
 def export(*args):

@@ -7,9 +7,7 @@ time budget hit pytest's 300 s limit on a loaded 2-core machine)."""
 import pytest
 
 from conftest import config_path
-from conftest import tool as load_tool
-
-tool = load_tool("learn_street_frames")
+import learn_street_frames as tool  # dev/, which tools/learn_street_frames.py runs
 
 
 @pytest.mark.skipif(not (tool.FRAMES / "JPEGImages").is_dir(),

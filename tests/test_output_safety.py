@@ -3,7 +3,6 @@ predict.py on a full disk or a file system that drops what it is given, outputs 
 name clashes, unreadable and 16-bit images, an export killed midway, prepare workers outliving
 their parent, out-of-range and 16-bit Cityscapes labels, and a stale corruption cache."""
 import errno
-import importlib.util
 import os
 
 import cv2
@@ -12,7 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO, config_path, tool
+from conftest import REPO, config_path
+from rein_d2.tools import export_model, predict
 from rein_d2.utils.cli import UserError, refuse_overwrite
 from rein_d2.utils.files import OutputWriteError, write_image_atomic
 from test_meta_arch import MINI
@@ -29,8 +29,8 @@ def photos(folder, names, seed=0):
     return folder
 
 
-def predict(tmp_path, src, *extra, out="pred"):
-    return tool("predict").main(["--config-file", config_path("rein_dinov2.yaml"), "--input", str(src),
+def run_predict(tmp_path, src, *extra, out="pred"):
+    return predict.main(["--config-file", config_path("rein_dinov2.yaml"), "--input", str(src),
                                       "--format", "trainid", "--output", str(tmp_path / out), *extra, *OPTS])
 
 
@@ -45,13 +45,13 @@ def _no_space(*args):
 def test_full_disk_is_one_line_with_the_space_and_leaves_no_file(tmp_path, capsys, monkeypatch):
     src = photos(tmp_path / "in", ["a.png", "b.png"])
     monkeypatch.setattr(os, "write", _no_space)
-    assert predict(tmp_path, src) == 2
+    assert run_predict(tmp_path, src) == 2
     errors = _error_lines(capsys.readouterr().err)
     assert len(errors) == 1 and "No space left on device" in errors[0], errors
     assert "it needs about" in errors[0] and "are free in" in errors[0] and "rerun" in errors[0]
     assert os.listdir(tmp_path / "pred") == []  # no final name, no temporary file
     monkeypatch.undo()
-    assert predict(tmp_path, src) == 0  # the rerun predicts both
+    assert run_predict(tmp_path, src) == 0  # the rerun predicts both
     assert "0 already predicted" in capsys.readouterr().out
     assert sorted(os.listdir(tmp_path / "pred")) == ["a.png", "b.png"]
 
@@ -69,7 +69,7 @@ def test_a_zero_byte_prediction_left_by_an_earlier_version_is_predicted_again(tm
     src = photos(tmp_path / "in", ["a.png"])
     (tmp_path / "pred").mkdir()
     (tmp_path / "pred" / "a.png").write_bytes(b"")
-    assert predict(tmp_path, src) == 0
+    assert run_predict(tmp_path, src) == 0
     assert "0 already predicted" in capsys.readouterr().out
     assert cv2.imread(str(tmp_path / "pred" / "a.png"), cv2.IMREAD_UNCHANGED).shape == (48, 64)
 
@@ -77,19 +77,19 @@ def test_a_zero_byte_prediction_left_by_an_earlier_version_is_predicted_again(tm
 def test_color_into_the_input_folder_is_refused_and_the_inputs_stay(tmp_path, capsys):
     src = photos(tmp_path / "in", ["a.png", "b.jpg"])
     before = {p.name: p.read_bytes() for p in src.iterdir()}
-    assert predict(tmp_path, src, "--color", str(src)) == 2
+    assert run_predict(tmp_path, src, "--color", str(src)) == 2
     errors = _error_lines(capsys.readouterr().err)
     assert len(errors) == 1 and f"--color {src} holds the inputs" in errors[0]
     assert {p.name: p.read_bytes() for p in src.iterdir()} == before
     assert not (tmp_path / "pred").exists()
     # --color the --output folder: the colour PNGs would replace the predictions
-    assert predict(tmp_path, src, "--color", str(tmp_path / "pred")) == 2
+    assert run_predict(tmp_path, src, "--color", str(tmp_path / "pred")) == 2
     assert "--color" in capsys.readouterr().err
 
 
 def test_x_png_and_x_jpg_are_named_as_a_clash(tmp_path, capsys):
     src = photos(tmp_path / "in", ["x.png", "x.jpg", "y.png"])
-    assert predict(tmp_path, src) == 2
+    assert run_predict(tmp_path, src) == 2
     errors = _error_lines(capsys.readouterr().err)
     assert len(errors) == 1
     assert str(src / "x.png") in errors[0] and str(src / "x.jpg") in errors[0] and "rename one" in errors[0]
@@ -99,7 +99,7 @@ def test_x_png_and_x_jpg_are_named_as_a_clash(tmp_path, capsys):
 def test_an_unreadable_image_is_named_and_skipped_and_the_others_predicted(tmp_path, capsys):
     src = photos(tmp_path / "in", ["a.png", "c.png"])
     (src / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)  # a cut download
-    assert predict(tmp_path, src, "--batch-size", "2") == 2
+    assert run_predict(tmp_path, src, "--batch-size", "2") == 2
     captured = capsys.readouterr()
     errors = _error_lines(captured.err)
     assert len(errors) == 1 and str(src / "b.png") in errors[0] and "skipped" in errors[0]
@@ -115,9 +115,9 @@ def test_a_16_bit_greyscale_image_is_predicted_as_its_8_bit_scaling(tmp_path):
     Image.fromarray(grey.astype(np.uint16) * 257).save(b / "img.png")  # the same picture, 16 bits
     assert Image.open(b / "img.png").mode.startswith("I")
     torch.manual_seed(0)  # the same random model for both
-    assert predict(tmp_path, a, out="pa") == 0
+    assert run_predict(tmp_path, a, out="pa") == 0
     torch.manual_seed(0)
-    assert predict(tmp_path, b, out="pb") == 0
+    assert run_predict(tmp_path, b, out="pb") == 0
     assert (tmp_path / "pa/img.png").read_bytes() == (tmp_path / "pb/img.png").read_bytes()
 
 
@@ -133,8 +133,7 @@ def test_refuse_overwrite_compares_every_output_by_path_and_by_file(tmp_path):
 
 _KILLED_EXPORT = """
 import os, signal, sys, torch
-sys.path.insert(0, {tools!r})
-import export_model
+from rein_d2.tools import export_model
 export_model.export_program = lambda module, image: None  # (tracing is not what is tested)
 def killed(program, path, *a, **k):
     with open(path, "wb") as f:
@@ -156,7 +155,7 @@ def test_export_killed_midway_keeps_the_earlier_file_and_output_over_weights_is_
 
     good = b"an earlier export"
     (tmp_path / "rein.pt2").write_bytes(good)
-    code = _KILLED_EXPORT.format(tools=os.path.join(REPO, "tools"), argv=_export_argv(tmp_path))
+    code = _KILLED_EXPORT.format(argv=_export_argv(tmp_path))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=REPO,
                           env={**os.environ, "PYTHONPATH": REPO})
     assert proc.returncode == -9, proc.stderr.decode()[-2000:]
@@ -167,7 +166,7 @@ def test_export_killed_midway_keeps_the_earlier_file_and_output_over_weights_is_
     weights.write_bytes(b"the user's weights")
     argv = _export_argv(tmp_path) + ["MODEL.WEIGHTS", str(weights)]
     argv[argv.index("--output") + 1] = str(tmp_path / "w")
-    assert tool("export_model").main(argv) == 2
+    assert export_model.main(argv) == 2
     errors = _error_lines(capsys.readouterr().err)
     assert len(errors) == 1 and f"which is the input {weights}" in errors[0]
     assert weights.read_bytes() == b"the user's weights"
@@ -234,10 +233,8 @@ def test_killing_a_prepare_run_stops_its_workers(tmp_path):
 def test_cityscapes_label_ids_out_of_range_and_16_bit_labels_are_named(tmp_path, capsys):
     """Label id 250 used to become ignore (255) silently; a 16-bit PNG was called damaged."""
     from rein_d2.data.datasets.labels import run_prepare
+    from rein_d2.data.prepare import cityscapes as prep
 
-    spec = importlib.util.spec_from_file_location("prep", os.path.join(REPO, "datasets", "prepare_cityscapes.py"))
-    prep = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(prep)
     labels = tmp_path / "cityscapes" / "gtFine"
     for split in ("train", "val"):
         (labels / split / "aachen").mkdir(parents=True)

@@ -28,6 +28,11 @@ for path in sys.argv[1:]:
                  "projects": sorted(m for m in ("rein_det", "rein_panoptic") if m in sys.modules)}
 import rein_panoptic, rein_det  # (a core config imports neither)
 out["files"] = [rein_panoptic.__file__, rein_det.__file__]
+# the programs behind the projects' command lines, and rein_d2's
+import rein_det.tools.train_net, rein_panoptic.tools.train_net, rein_panoptic.data.prepare.cityscapes
+import rein_d2.tools.train_net, rein_d2.data.prepare.cityscapes
+out["programs"] = [m.main.__module__ for m in (rein_det.tools.train_net, rein_panoptic.tools.train_net,
+                   rein_panoptic.data.prepare.cityscapes, rein_d2.tools.train_net, rein_d2.data.prepare.cityscapes)]
 print(json.dumps(out))
 """
 
@@ -89,6 +94,9 @@ def test_project_configs_register_their_datasets_and_keys(site_packages, tmp_pat
     assert out[pan]["projects"] == ["rein_det", "rein_panoptic"]
     assert out["files"] == [os.path.join(REPO, "projects", "ReinPanoptic", "rein_panoptic", "__init__.py"),
                             os.path.join(REPO, "projects", "ReinDet", "rein_det", "__init__.py")]
+    assert out["programs"] == ["rein_det.tools.train_net", "rein_panoptic.tools.train_net",
+                               "rein_panoptic.data.prepare.cityscapes", "rein_d2.tools.train_net",
+                               "rein_d2.data.prepare.cityscapes"]
 
 
 def test_a_sibling_project_that_cannot_import_is_skipped_with_a_warning(tmp_path, caplog, monkeypatch):

@@ -10,13 +10,12 @@ to 6.4e-5 (an AVX-512 Xeon against an AVX2 EPYC: 1.9e-5 at the fourth). The tole
 about 50x and 4x those. A change in data, weights, augmentation or loss moves the first loss
 by far more: OpenCV instead of PIL resizing moved it by 6.5e-4.
 """
-import importlib.util
 import json
 import os
-import sys
 
 import pytest
 
+import quickstart_figures  # dev/, which tools/quickstart_figures.py runs
 from conftest import REPO
 
 N = 4  # iterations re-run: enough to catch a change in data, weights, augmentation or loss
@@ -24,22 +23,10 @@ FIRST_REL = 1e-5  # the first loss: forward only, measured within 1.8e-7 across 
 LATER_REL = 2.5e-4  # losses 2..N: measured within 6.4e-5 across instruction sets
 
 
-def load_tool():
-    sys.path.insert(0, os.path.join(REPO, "tools"))
-    try:
-        spec = importlib.util.spec_from_file_location("quickstart_figures",
-                                                      os.path.join(REPO, "tools", "quickstart_figures.py"))
-        tool = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(tool)
-    finally:
-        sys.path.remove(os.path.join(REPO, "tools"))
-    return tool
-
-
 def test_quick_start_first_losses_match_the_recorded_figures(tmp_path):
     with open(os.path.join(REPO, "docs", "quickstart", "figures.json")) as f:
         recorded = json.load(f)["first_losses"][:N]
-    losses = load_tool().fingerprint(N, str(tmp_path / "out"))
+    losses = quickstart_figures.fingerprint(N, str(tmp_path / "out"))
     hint = ("the quick start no longer gives the README's figures: rerun python "
             "tools/quickstart_figures.py and update the README from its output")
     assert losses[0] == pytest.approx(recorded[0], rel=FIRST_REL), hint

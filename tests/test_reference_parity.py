@@ -17,7 +17,8 @@ from detectron2.modeling import build_model
 
 from rein_d2 import add_rein_config
 from rein_d2.modeling.head import semantic_logits
-from conftest import REPO, tool
+from rein_d2.tools import convert_pretrained, convert_rein_checkpoint
+from conftest import REPO
 
 TOL = 1e-4
 LEVELS = ["res2", "res3", "res4", "res5"]
@@ -52,14 +53,14 @@ def model(fixtures_dir, reference, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("parity")
     yaml = miniature_yaml(tmp / "mini.yaml", reference["backbone"]["config"])
     vfm, full, release = (str(tmp / n) for n in ("vfm.pth", "rein_d2.pth", "release.pth"))
-    assert tool("convert_pretrained").main([
+    assert convert_pretrained.main([
         "--config-file", yaml, "--input",
         os.path.join(fixtures_dir, "backbone_dinov2_official_p14.pth"), "--output", vfm]) == 0
     # One release-format checkpoint, as the reference saves it: Rein and head together.
     state = dict(_load(fixtures_dir, "backbone_rein_release.pth")["state_dict"])
     state.update(_load(fixtures_dir, "head_state.pth"))
     torch.save({"meta": {"mmseg_version": "1.2.2"}, "state_dict": state}, release)
-    assert tool("convert_rein_checkpoint").main([
+    assert convert_rein_checkpoint.main([
         "--config-file", yaml, "--input", release, "--pretrained", vfm, "--output", full]) == 0
 
     cfg = add_rein_config(get_cfg())

@@ -23,6 +23,7 @@ from conftest import REPO
 from rein_d2 import load_config
 from rein_d2.checkpoint import (convert_official_checkpoint, convert_release_checkpoint,
                                 unwrap_release_checkpoint)
+from rein_d2.tools import convert_pretrained
 
 TOL = 1e-4
 LEVELS = ["res2", "res3", "res4", "res5"]
@@ -67,8 +68,7 @@ def build(io, vfm_file, release_file):
     c = io["config"]["rein_d2"]
     config, overrides = os.path.join(REPO, c["config_file"]), list(c["overrides"])
     out = os.path.join(os.path.dirname(vfm_file), "converted.pth")
-    tool = _module(os.path.join(REPO, "tools", "convert_pretrained.py"), "convert_pretrained")
-    assert tool.main(["--config-file", config, "--input", vfm_file, "--output", out, *overrides]) == 0
+    assert convert_pretrained.main(["--config-file", config, "--input", vfm_file, "--output", out, *overrides]) == 0
     holder = _Holder(build_backbone(load_config(config, overrides)))
     state, extra = unwrap_release_checkpoint(torch.load(release_file, weights_only=True))
     rein, _ = convert_release_checkpoint(state, holder, extra)

@@ -11,10 +11,11 @@ import pytest
 from detectron2.engine import default_argument_parser
 from PIL import Image
 
-from conftest import config_path, tool
+from conftest import config_path
 from rein_d2 import load_config
 from rein_d2.engine import LightCheckpointer, OutputDirLocked, ReinTrainer, lock_output_dir
 from rein_d2.utils.cli import UserError, exit_on_user_error, one_line
+from rein_d2.tools import evaluate_dg, train_net
 from test_dg_evaluation import target_b
 from test_meta_arch import MINI, mini_model
 from test_training import make_cfg
@@ -58,14 +59,14 @@ def test_an_unregistered_dataset_names_rein_d2s_and_how_to_register(tmp_path, ca
     assert "DATASETS.TRAIN: dataset 'cityscapes_rein_vall' is not registered" in message
     assert "cityscapes_rein_val" in message and "register_semantic_dataset" in message
     assert "coco_2017_train" not in message
-    rc = tool("evaluate_dg").main(["--config-file", config_path("rein_dinov2.yaml"), "--datasets",
+    rc = evaluate_dg.main(["--config-file", config_path("rein_dinov2.yaml"), "--datasets",
                                         "gtav_trian", "--output-dir", str(tmp_path / "dg"), *map(str, MINI)])
     errors = _error_lines(capsys.readouterr().err)
     assert rc == 2 and len(errors) == 1 and "--datasets: dataset 'gtav_trian' is not registered" in errors[0]
 
 
 def test_an_unknown_vit_size_names_the_choices_in_one_line(tmp_path, capsys):
-    rc = tool("evaluate_dg").main(["--config-file", config_path("rein_dinov2.yaml"), "--datasets",
+    rc = evaluate_dg.main(["--config-file", config_path("rein_dinov2.yaml"), "--datasets",
                                         "gtav_train", "--output-dir", str(tmp_path / "dg"), *map(str, MINI),
                                         "MODEL.VIT.SIZE", "smal"])
     captured = capsys.readouterr()
@@ -91,7 +92,7 @@ def test_a_label_value_out_of_range_stops_train_net_in_one_line(tmp_path, capfd)
         "OUTPUT_DIR", str(tmp_path / "out")]
     args = default_argument_parser().parse_args(["--config-file", config_path("rein_dinov2.yaml"), *opts])
     with pytest.raises(SystemExit) as e:
-        tool("train_net").main(args)
+        train_net.main(args)
     captured = capfd.readouterr()
     assert e.value.code == 2
     assert "Traceback" not in captured.out + captured.err
@@ -126,7 +127,7 @@ def test_a_second_training_run_in_one_output_dir_is_refused_and_a_dead_runs_lock
         args = default_argument_parser().parse_args(
             ["--config-file", config_path("rein_dinov2.yaml"), "OUTPUT_DIR", str(out), *map(str, MINI)])
         with pytest.raises(SystemExit) as exit_:
-            tool("train_net").main(args)
+            train_net.main(args)
         assert exit_.value.code == 2 and not (out / "log.txt").exists()
         assert "is in use by another training run" in capsys.readouterr().err
     finally:
@@ -198,7 +199,7 @@ def test_evaluate_dg_on_a_full_disk_is_one_line(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(dg.json, "dump", full)
     name = target_b(tmp_path)
-    rc = tool("evaluate_dg").main(["--config-file", config_path("rein_dinov2.yaml"), "--datasets", name,
+    rc = evaluate_dg.main(["--config-file", config_path("rein_dinov2.yaml"), "--datasets", name,
                                         "--output-dir", str(tmp_path / "dg"), *map(str, MINI),
                                         "DATALOADER.NUM_WORKERS", "0"])
     errors = _error_lines(capsys.readouterr().err)

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import config_path, tool
+from conftest import config_path
 from rein_d2.data.datasets import ID_TO_TRAINID
 from rein_d2.evaluation.submission import TRAINID_TO_ID, prediction_path, to_submission, write_prediction
+from rein_d2.tools import predict
 from test_meta_arch import MINI
 
 CITIES = {"frankfurt": ["000000_000294", "000001_005898"], "lindau": ["000000_000019"]}
@@ -63,7 +64,7 @@ def test_predict_tool_writes_each_format_resumes_and_keeps_off_the_inputs(tmp_pa
     base = ["--config-file", config_path("rein_dinov2.yaml"), "--input", str(root)]
     opts = [*map(str, MINI), "DATALOADER.NUM_WORKERS", "0", "DATASETS.TEST", "()"]
     out = tmp_path / "acdc_pred"
-    assert tool("predict").main(base + ["--format", "acdc", "--output", str(out), "--color", str(tmp_path / "c"),
+    assert predict.main(base + ["--format", "acdc", "--output", str(out), "--color", str(tmp_path / "c"),
                                "--batch-size", "2", *opts]) == 0
     pred = out / "fog/test/GOPR0475/GOPR0475_frame_000041_rgb_anon.png"
     ids = np.array(Image.open(pred))
@@ -71,13 +72,13 @@ def test_predict_tool_writes_each_format_resumes_and_keeps_off_the_inputs(tmp_pa
     assert (tmp_path / "c/night/test/GP010376/GP010376_frame_000105_rgb_anon.png").exists()
     assert "wrote 2 prediction(s)" in capsys.readouterr().out
     os.remove(pred)  # an interrupted run: only the missing one is predicted again
-    assert tool("predict").main(base + ["--format", "acdc", "--output", str(out), *opts]) == 0
+    assert predict.main(base + ["--format", "acdc", "--output", str(out), *opts]) == 0
     printed = capsys.readouterr().out
     assert "1 already predicted" in printed and "wrote 1 prediction(s)" in printed and pred.exists()
 
-    assert tool("predict").main(base + ["--format", "bdd100k", "--output", str(tmp_path / "bdd"), *opts]) == 0
+    assert predict.main(base + ["--format", "bdd100k", "--output", str(tmp_path / "bdd"), *opts]) == 0
     bdd = np.array(Image.open(tmp_path / "bdd/fog/test/GOPR0475/GOPR0475_frame_000041_rgb_anon.png"))
     assert bdd.max() <= 18
 
-    assert tool("predict").main(base + ["--format", "trainid", "--output", str(root / "fog"), *opts]) == 2
+    assert predict.main(base + ["--format", "trainid", "--output", str(root / "fog"), *opts]) == 2
     assert "holds the inputs" in capsys.readouterr().err

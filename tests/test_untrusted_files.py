@@ -20,7 +20,8 @@ from rein_d2 import load_config
 from rein_d2.checkpoint import CheckpointFileError, load_official_checkpoint, read_checkpoint
 from rein_d2.checkpoint.torchscript import read_torchscript_tensors
 from rein_d2.utils.cli import UserError
-from conftest import REPO, config_path, tool
+from rein_d2.tools import convert_pretrained
+from conftest import REPO, config_path
 from test_meta_arch import MINI
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.*:FutureWarning")
@@ -104,7 +105,7 @@ def test_a_torchscript_archive_whose_setstate_writes_a_file_runs_nothing(tmp_pat
         f"{payload}: refused, a TorchScript archive holding an object of class "
         f"__torch__.test_untrusted_files.WritesOnLoad saved by its own __getstate__ code")
     output = tmp_path / "out.pth"
-    rc = tool("convert_pretrained").main(["--config-file", config_path("rein_dinov2.yaml"), "--input",
+    rc = convert_pretrained.main(["--config-file", config_path("rein_dinov2.yaml"), "--input",
                                           str(payload), "--output", str(output), *map(str, MINI)])
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith(f"error: {payload}: refused") and err.count("\n") == 1, err
@@ -267,7 +268,7 @@ def test_a_python_tag_in_a_config_or_any_base_runs_nothing(tmp_path, capsys):
         with pytest.raises(UserError) as e:
             load_config(config, MINI)
         assert str(e.value) == refusal
-        rc = tool("convert_pretrained").main(["--config-file", config, "--input", config,
+        rc = convert_pretrained.main(["--config-file", config, "--input", config,
                                               "--output", str(tmp_path / "o.pth")])
         assert rc == 2 and capsys.readouterr().err == f"error: {refusal}\n"
     # Later merges into a loaded config are as safe.

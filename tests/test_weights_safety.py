@@ -12,7 +12,9 @@ from detectron2.engine import default_argument_parser
 from rein_d2 import load_config
 from rein_d2.checkpoint import CheckpointFileError, CheckpointMismatchError, read_checkpoint
 from rein_d2.engine import LightCheckpointer, frozen_keys, load_model_weights
-from conftest import config_path, tool
+from rein_d2.tools import convert_pretrained, demo, evaluate_dg, export_checkpoint
+from rein_d2.tools import train_net as train_net_tool
+from conftest import config_path
 from test_meta_arch import MINI, mini_model
 from test_training import dataset  # noqa: F401  (fixture)
 
@@ -74,7 +76,7 @@ def an_image_folder(tmp_path):
 def train_net(argv):
     args = default_argument_parser().parse_args(argv)
     with pytest.raises(SystemExit) as e:
-        tool("train_net").main(args)
+        train_net_tool.main(args)
     return e.value.code
 
 
@@ -97,12 +99,12 @@ def test_no_tool_runs_code_from_a_weights_file(ext, tmp_path, capsys, weights, d
                                             "OUTPUT_DIR", str(tmp_path / "b")]),
         "train_net --resume": lambda: train_net(
             cfg + ["--resume"] + base + ["MODEL.WEIGHTS", str(vfm), "OUTPUT_DIR", str(out)]),
-        "evaluate_dg": lambda: tool("evaluate_dg").main(
+        "evaluate_dg": lambda: evaluate_dg.main(
             cfg + base + ["MODEL.WEIGHTS", str(bad)]),
-        "demo": lambda: tool("demo").main(
+        "demo": lambda: demo.main(
             cfg + ["--input", an_image_folder(tmp_path), "--output", str(tmp_path / "d")] + base
             + ["MODEL.WEIGHTS", str(vfm), "MODEL.TRAINED_WEIGHTS", str(bad)]),
-        "export_checkpoint": lambda: tool("export_checkpoint").main(
+        "export_checkpoint": lambda: export_checkpoint.main(
             cfg + ["--output", str(tmp_path / "e.pth")] + base + ["MODEL.WEIGHTS", str(bad)]),
     }
     for name, run in runs.items():
@@ -156,7 +158,7 @@ def test_demo_names_a_truncated_weights_file_in_one_line(tmp_path, capsys, weigh
     _, vfm, _ = weights
     data = vfm.read_bytes()
     vfm.write_bytes(data[: len(data) // 3])
-    code = tool("demo").main(["--config-file", config_path("rein_dinov2.yaml"), "--input", an_image_folder(tmp_path),
+    code = demo.main(["--config-file", config_path("rein_dinov2.yaml"), "--input", an_image_folder(tmp_path),
                               "--output", str(tmp_path / "out"), *map(str, MINI), "MODEL.WEIGHTS", str(vfm)])
     err = capsys.readouterr().err.strip()
     assert code != 0 and err.count("\n") == 0, err
@@ -191,7 +193,7 @@ def test_weights_of_another_vfm_size_are_refused_naming_both_sizes(tmp_path):
     assert "weights for another VFM size (width 64, 4 blocks in the file, width 96, 6 blocks in the model" in message
     assert "MODEL.VIT.SIZE" in message
     # export_checkpoint says the same, not "set MODEL.TRAINED_WEIGHTS".
-    ex = tool("export_checkpoint")
+    ex = export_checkpoint
     code = ex.main(["--config-file", config_path("rein_dinov2.yaml"), "--output", str(tmp_path / "x.pth"),
                     *map(str, MINI), "MODEL.VIT.EMBED_DIM", "96", "MODEL.VIT.DEPTH", "6",
                     "MODEL.WEIGHTS", str(tmp_path / "small_full.pth")])
@@ -223,7 +225,6 @@ def test_eval_only_resume_scores_the_last_checkpoint(tmp_path, weights, monkeypa
     out.mkdir()
     os.replace(trained, out / "model_0000009.pth")
     (out / "last_checkpoint").write_text("model_0000009.pth")
-    train_net_tool = tool("train_net")
     seen = {}
     monkeypatch.setattr(train_net_tool.ReinTrainer, "test", classmethod(
         lambda cls, cfg, m, evaluators=None, **kw: seen.setdefault("state", m.state_dict())))
@@ -244,7 +245,7 @@ def test_converters_refuse_to_overwrite_their_input(tmp_path, capsys):
     path = tmp_path / "dinov2.pth"
     torch.save({"x": torch.zeros(1)}, path)
     before = path.read_bytes()
-    code = tool("convert_pretrained").main(["--config-file", config_path("rein_dinov2.yaml"),
+    code = convert_pretrained.main(["--config-file", config_path("rein_dinov2.yaml"),
                                             "--input", str(path), "--output", str(path), *map(str, MINI)])
     assert code == 2 and path.read_bytes() == before
     assert "writing it would replace the input" in capsys.readouterr().err

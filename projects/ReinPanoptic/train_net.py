@@ -1,41 +1,9 @@
 #!/usr/bin/env python
-"""Train and evaluate Rein for panoptic or instance segmentation under domain shift:
-rein_d2's tools/train_net.py, with this project's datasets registered.
-
-    python projects/ReinPanoptic/train_net.py \
-        --config-file projects/ReinPanoptic/configs/cityscapes/panoptic_rein_dinov2_l.yaml \
-        MODEL.WEIGHTS weights/dinov2_vitl16_512.pth OUTPUT_DIR output/panoptic_cityscapes
-    python projects/ReinPanoptic/train_net.py --config-file ... --eval-only \
-        MODEL.WEIGHTS weights/dinov2_vitl16_512.pth MODEL.TRAINED_WEIGHTS output/.../model_final.pth
-
-Every DATASETS.TEST target is scored by the domain-generalization evaluation: PQ (PQ_th, PQ_st,
-SQ, RQ), mask AP (AP, AP50) and mIoU as the config's MODEL.MASK2FORMER.TEST flags ask, one row
-per target and the mean over the targets, in OUTPUT_DIR/inference/dg_summary.{json,csv,png}.
-The flags (--resume, --eval-only, --num-gpus) are tools/train_net.py's.
-"""
-import importlib.util
-import os
-
-import rein_panoptic  # noqa: F401  (registers the panoptic and instance datasets)
-
-_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _load_tool(name: str):
-    """tools/<name>.py as a module (tools/ is no package, and this file shares its name)."""
-    spec = importlib.util.spec_from_file_location(f"rein_d2_tools_{name}", os.path.join(_REPO, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_train_net = _load_tool("train_net")
-
-
-def main(args):
-    # (a function of this module, so that DDP's spawned workers find it by name)
-    return _train_net.main(args)
-
+"""Train and evaluate Rein for panoptic or instance segmentation under domain shift. The program
+is rein_panoptic/tools/train_net.py (`python -m rein_panoptic.tools.train_net` runs it too);
+--help for the options."""
+from rein_d2.tools.train_net import run
+from rein_panoptic.tools.train_net import main
 
 if __name__ == "__main__":
-    _train_net.run(main)
+    run(main)

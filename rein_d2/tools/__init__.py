@@ -1,2 +1,4 @@
-"""Programs behind command-line tools, importable as modules: ``tools/demo.py`` runs
-``rein_d2.tools.demo.main`` (the command line is the tool's; tests and scripts import the module)."""
+"""The programs behind the command lines of tools/: ``tools/<name>.py`` runs
+``rein_d2.tools.<name>`` (also ``python -m rein_d2.tools.<name>``). Each module's ``main(argv)``
+parses its own arguments, so tests and scripts import and call it; train_net's ``main(args)``
+takes detectron2's parsed arguments and ``run()`` launches it on --num-gpus processes."""

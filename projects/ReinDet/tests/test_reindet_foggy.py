@@ -3,6 +3,7 @@ instance masks, boxes, classes, crowd flags), the errors for a missing root or f
 and COCO AP 100 for perfect predictions through ReinTrainer.test and COCOEvaluator."""
 import json
 import os
+import shutil
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -187,3 +188,28 @@ def test_perfect_predictions_score_ap_100_for_boxes_and_masks(foggy_root, reinde
             r["annotations"][0]["category_id"] = 5
     cfg.OUTPUT_DIR = str(tmp_path / "wrong")
     assert ReinTrainer.test(cfg, model)[name]["box_AP"] < 100.0
+
+
+def test_check_foggy_cityscapes_counts_each_split_and_names_what_is_missing(foggy_root, tmp_path,
+                                                                            monkeypatch, capsys):
+    """check_foggy_cityscapes.py (rein_det.tools.check_foggy_cityscapes) on the official layout:
+    the records of every beta and split are counted; a missing split and a partial download are
+    one line each, with exit status 2."""
+    from rein_d2.data.datasets.labels import run_prepare
+    from rein_det.tools import check_foggy_cityscapes
+
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(foggy_root))  # the tool sets it from --root
+    assert run_prepare(check_foggy_cityscapes.main, ["--root", str(foggy_root), "--no-count-check"]) == 2
+    assert "foggy_cityscapes_0.02_instance_train" in capsys.readouterr().err  # only val was written
+
+    root = tmp_path / "both"
+    shutil.copytree(foggy_root, root)
+    for d in ("leftImg8bit", "leftImg8bit_foggy", "gtFine"):  # the same frames as a train split
+        shutil.copytree(root / "cityscapes" / d / "val", root / "cityscapes" / d / "train")
+    assert run_prepare(check_foggy_cityscapes.main, ["--root", str(root), "--no-count-check"]) == 0
+    printed = capsys.readouterr().out
+    for split in ("train", "val"):
+        for beta in FOGGY_BETAS:
+            assert f"foggy_cityscapes_{beta}_instance_{split}: 2 images, " in printed
+    assert run_prepare(check_foggy_cityscapes.main, ["--root", str(root)]) == 2  # 2 of 2975 frames
+    assert "2975" in capsys.readouterr().err

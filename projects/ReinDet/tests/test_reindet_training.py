@@ -1,7 +1,6 @@
 """Training a miniature Rein Mask R-CNN through rein_d2's ReinTrainer on a tiny COCO-format
 instance set: the loss falls, the frozen VFM does not move, Rein's tokens do, checkpoints
 leave the VFM out, and the test sets are scored by COCOEvaluator."""
-import importlib.util
 import json
 import math
 import os
@@ -19,6 +18,7 @@ from rein_d2 import load_config
 from rein_d2.engine import ReinTrainer
 from rein_d2.utils.cli import UserError
 from rein_det import add_reindet_config
+from rein_det.tools import train_net  # what projects/ReinDet/train_net.py runs
 from reindet_testing import _reindet_seed, reindet_cfg, reindet_mini  # noqa: F401 (fixtures)
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -97,16 +97,7 @@ def test_training_steps_lower_the_loss_and_train_only_rein_and_the_detector(
 
 
 
-def _train_net():
-    """projects/ReinDet/train_net.py as a module."""
-    spec = importlib.util.spec_from_file_location("reindet_train_net", os.path.join(PROJECT, "train_net.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_train_net_trains_then_evaluates_its_last_checkpoint(reindet_mini, tiny_instances, tmp_path):
-    train_net = _train_net()
     config = os.path.join(PROJECT, "configs", "cityscapes", "cascade_mask_rcnn_rein_dinov2_l.yaml")
     opts = reindet_mini + [
         "DATASETS.TRAIN", (tiny_instances + "_rle",), "DATASETS.TEST", (tiny_instances + "_rle",),

@@ -1,7 +1,7 @@
 """ReinPanoptic's datasets: each preparation script on a miniature tree in its dataset's official
 layout, then the registered panoptic and instance records checked pixel by pixel against one
 hand-made scene (written in each dataset's own label encoding)."""
-import importlib.util
+import importlib
 import json
 import os
 
@@ -69,11 +69,8 @@ def _panoptic_png(path, ids):
 
 
 def _script(name):
-    path = os.path.join(PROJECT, "prepare", f"prepare_{name}_panoptic.py")
-    spec = importlib.util.spec_from_file_location(f"prepare_{name}_panoptic", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    """The program of prepare/prepare_<name>_panoptic.py: rein_panoptic.data.prepare.<name>."""
+    return importlib.import_module(f"rein_panoptic.data.prepare.{name}")
 
 
 def _prepare(name, root, *extra):

@@ -1,7 +1,6 @@
 """Training with the ReinPanoptic configs on CPU: a miniature model fits one tiny frame (the
 loss falls, the frozen VFM stays as it was), and train_net.py trains and then scores every
 target with PQ, mask AP and mIoU."""
-import importlib.util
 import json
 import os
 
@@ -43,12 +42,9 @@ def test_a_few_steps_on_one_frame_lower_the_loss(one_frame, setting, variant, tm
 
 
 def test_train_net_trains_then_scores_every_target(one_frame, tmp_path_factory, tmp_path):
-    pytest.importorskip("rein_panoptic", reason="train_net.py registers the datasets of rein_panoptic")
     pytest.importorskip("panopticapi", reason="COCOPanopticEvaluator needs panopticapi")
     target, _ = write_panoptic_dataset(str(tmp_path_factory.mktemp("target")), LAYOUTS[1:], seed=3)
-    spec = importlib.util.spec_from_file_location("rein_panoptic_train_net", os.path.join(PROJECT, "train_net.py"))
-    train_net = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_net)
+    from rein_panoptic.tools import train_net  # what projects/ReinPanoptic/train_net.py runs
     config = os.path.join(PROJECT, "configs", "cityscapes", "panoptic_rein_dinov2_l.yaml")
     opts = [*map(str, MINI + SMALL_INPUT), "DATASETS.TRAIN", f"('{one_frame[0]}',)",
             "DATASETS.TEST", f"('{target}',)", "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "1",
@@ -69,10 +65,7 @@ def test_train_net_trains_then_scores_every_target(one_frame, tmp_path_factory, 
     assert results[target]["mIoU"] == pytest.approx(summary["mIoU"][target])
     assert results["mean_over_targets"]["AP"] == pytest.approx(summary["mean_AP"])
     # rein_d2's own tools/evaluate_dg.py takes the project's config too, and scores the same
-    spec = importlib.util.spec_from_file_location("rein_d2_tools_evaluate_dg",
-                                                  os.path.join(PROJECT, "..", "..", "tools", "evaluate_dg.py"))
-    evaluate_dg = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(evaluate_dg)
+    from rein_d2.tools import evaluate_dg
     assert evaluate_dg.main(["--config-file", config, "--output-dir", str(tmp_path / "dg"), *opts,
                              "MODEL.WEIGHTS", str(tmp_path / "model_final.pth")]) == 0
     dg = json.loads((tmp_path / "dg" / "dg_summary.json").read_text())
