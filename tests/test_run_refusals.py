@@ -191,21 +191,58 @@ def test_torch_save_failing_on_a_full_disk_is_the_promised_line(tmp_path, capsys
     assert os.listdir(tmp_path) == []
 
 
-def test_evaluate_dg_on_a_full_disk_is_one_line(tmp_path, capsys, monkeypatch):
-    import rein_d2.evaluation.domain_generalization as dg
+def test_evaluate_dg_on_a_full_disk_is_one_line_and_keeps_the_scores(tmp_path, capsys, monkeypatch):
+    """The summary files are written whole or not at all; on a full disk the evaluation's scores
+    are still shown (the log), so hours of inference are not lost to one failed write."""
+    import logging
 
-    def full(*args, **kwargs):
+    import rein_d2.utils.files as files
+    from test_dg_evaluation import _Lines
+
+    def full(fd, data):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(dg.json, "dump", full)
+    monkeypatch.setattr(files, "_write_all", full)
     name = target_b(tmp_path)
-    rc = evaluate_dg.main(["--config-file", config_path("rein_dinov2.yaml"), "--datasets", name,
-                                        "--output-dir", str(tmp_path / "dg"), *map(str, MINI),
-                                        "DATALOADER.NUM_WORKERS", "0"])
+    out = tmp_path / "dg"
+    shown = _Lines()
+    logging.getLogger("rein_d2.evaluation").addHandler(shown)
+    try:
+        rc = evaluate_dg.main(["--config-file", config_path("rein_dinov2.yaml"), "--datasets", name,
+                               "--output-dir", str(out), *map(str, MINI), "DATALOADER.NUM_WORKERS", "0"])
+    finally:
+        logging.getLogger("rein_d2.evaluation").removeHandler(shown)
     errors = _error_lines(capsys.readouterr().err)
     assert rc == 2 and len(errors) == 1
-    assert f"could not write {tmp_path / 'dg'}/: No space left on device" in errors[0]
-    assert "are free in" in errors[0]
+    assert f"could not write {out / 'dg_summary.json'}: No space left on device; it needs about" in errors[0]
+    assert "are free in" in errors[0] and "nothing was written under that name" in errors[0]
+    kept = [line for line in shown.lines if line.startswith(f"Domain generalization, not saved to {out}")]
+    assert len(kept) == 1 and f"| {name}" in kept[0] and "mIoU" in kept[0]
+    assert not [f for f in os.listdir(out) if f.startswith(("dg_summary", ".dg_summary"))]  # no torn file
+
+
+def test_summary_files_are_written_whole(tmp_path):
+    """dg_summary / robustness / aggregate files go through the verified atomic write: what is
+    read back is what the summary holds (NaN included), and no temporary file is left."""
+    import json
+
+    from rein_d2.evaluation.domain_generalization import DGSummary
+    from rein_d2.evaluation.robustness import RobustnessSummary
+
+    dg = DGSummary(["road", "car"], source=[])
+    dg.add("city_val", {"sem_seg": {"mIoU": 50.0, "mACC": 60.0, "pACC": 70.0,
+                                    "IoU-road": 80.0, "IoU-car": float("nan")}})
+    paths = dg.write(str(tmp_path))
+    data = json.loads(open(paths["json"]).read())
+    assert data["mIoU"] == {"city_val": 50.0} and data["IoU"]["city_val"][0] == 80.0
+    assert open(paths["csv"]).read().splitlines()[0] == "dataset,domain,mIoU,mAcc,aAcc,road,car"
+    assert open(paths["png"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    robust = RobustnessSummary("city_val", 50.0)
+    robust.miou = {"fog": {1: 40.0, 2: 30.0}}
+    paths = robust.write(str(tmp_path))
+    assert json.loads(open(paths["json"]).read())["mPC"] == pytest.approx(35.0)
+    assert "mPC,,35.0000" in open(paths["csv"]).read()
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
 
 
 def test_exit_on_user_error_turns_only_space_errors_into_a_line(capsys):

@@ -2,7 +2,6 @@
 and per class, from the dg_summary.json of each run. Runs are only combined when their
 protocol records agree on everything but the per-run fields (seed, weights, code revision):
 otherwise the figures would mix protocols."""
-import csv
 import json
 import os
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ import numpy as np
 from tabulate import tabulate
 
 from ..utils.cli import UserError
+from ..utils.files import save_figure_atomic, write_csv_atomic, write_json_atomic
 from .domain_generalization import HEADLINE
 from .protocol import RUN_FIELDS
 
@@ -113,19 +113,14 @@ class RunAggregate:
                      for r in self.rows if r in self.values[c]} for c in self.columns}
         per_class = {d: {c: dict(zip(("mean", "std"), _mean_std(v)), values=v) for c, v in by_class.items()}
                      for d, by_class in self.iou.items()}
-        with open(paths["json"], "w") as f:
-            json.dump({"runs": self.paths, "seeds": self.seeds, "std": "sample (ddof 1)", "metrics": stats,
-                       "IoU": per_class, "protocol": self.protocol}, f, indent=2)
-        with open(paths["csv"], "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["dataset", "metric", "mean", "std"] + [f"run{i + 1}" for i in range(len(self.paths))])
-            for c in self.columns:
-                for r in self.rows:
-                    if r in self.values[c]:
-                        writer.writerow([r, c, *(f"{v:.4f}" for v in (*self.stat(c, r), *self.values[c][r]))])
-            for d, by_class in self.iou.items():
-                for c, v in by_class.items():
-                    writer.writerow([d, f"IoU-{c}", *(f"{x:.4f}" for x in (*_mean_std(v), *v))])
+        write_json_atomic(paths["json"], {"runs": self.paths, "seeds": self.seeds, "std": "sample (ddof 1)",
+                                          "metrics": stats, "IoU": per_class, "protocol": self.protocol})
+        rows = [["dataset", "metric", "mean", "std"] + [f"run{i + 1}" for i in range(len(self.paths))]]
+        rows += [[r, c, *(f"{v:.4f}" for v in (*self.stat(c, r), *self.values[c][r]))]
+                 for c in self.columns for r in self.rows if r in self.values[c]]
+        rows += [[d, f"IoU-{c}", *(f"{x:.4f}" for x in (*_mean_std(v), *v))]
+                 for d, by_class in self.iou.items() for c, v in by_class.items()]
+        write_csv_atomic(paths["csv"], rows)
         if not self._plot(paths["png"]):
             del paths["png"]
         return paths
@@ -156,8 +151,10 @@ class RunAggregate:
             ax.set_title(f"{column}, mean ± std over {len(self.paths)} runs")
             ax.tick_params(axis="x", labelrotation=20)
         fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+        try:
+            save_figure_atomic(fig, path)
+        finally:
+            plt.close(fig)
         return True
 
 

@@ -4,8 +4,6 @@ chart. Semantic datasets are scored by detectron2's SemSegEvaluator at the label
 (mIoU, mAcc, aAcc, per-class IoU); panoptic and instance datasets by the evaluators of their
 evaluator_type (rein_d2.evaluation.EVALUATORS: PQ, mask AP, and mIoU where they carry
 semantic labels). Every summary carries its protocol record (rein_d2.evaluation.protocol)."""
-import csv
-import json
 import logging
 import math
 import os
@@ -19,6 +17,7 @@ from detectron2.utils import comm
 from tabulate import tabulate
 
 from ..data.datasets.common import dataset_dicts_checked
+from ..utils.files import save_figure_atomic, write_csv_atomic, write_json_atomic
 from .evaluators import INSTANCE_KINDS, PANOPTIC_KINDS, build_evaluator
 from .miou import CLASS_SUBSETS, by_convention, subset_miou
 from .progress import ProgressLog
@@ -179,17 +178,15 @@ class DGSummary:
             data[column], data[f"mean_{column}"] = scores, self.mean(column)
         if self.protocol:
             data["protocol"] = self.protocol
-        with open(paths["json"], "w") as f:
-            json.dump(data, f, indent=2)
+        write_json_atomic(paths["json"], data)  # each file whole or absent (a full disk: one line)
         columns, nan = self.columns, float("nan")
-        with open(paths["csv"], "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["dataset", "domain"] + columns + (self.classes if self.iou else []))
-            for n in self.names:
-                per_class = self.iou.get(n, [nan] * len(self.classes)) if self.iou else []
-                writer.writerow([n, self.role(n)] + [f"{self.scores(c).get(n, nan):.4f}" for c in columns]
-                                + [f"{v:.4f}" for v in per_class])
-            writer.writerow(["mean over targets", ""] + [f"{self.mean(c):.4f}" for c in columns])
+        rows = [["dataset", "domain"] + columns + (self.classes if self.iou else [])]
+        for n in self.names:
+            per_class = self.iou.get(n, [nan] * len(self.classes)) if self.iou else []
+            rows.append([n, self.role(n)] + [f"{self.scores(c).get(n, nan):.4f}" for c in columns]
+                        + [f"{v:.4f}" for v in per_class])
+        rows.append(["mean over targets", ""] + [f"{self.mean(c):.4f}" for c in columns])
+        write_csv_atomic(paths["csv"], rows)
         if not self._plot(paths["png"]):
             del paths["png"]
         return paths
@@ -201,8 +198,10 @@ class DGSummary:
             return False
         import matplotlib.pyplot as plt
 
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+        try:
+            save_figure_atomic(fig, path)
+        finally:
+            plt.close(fig)
         return True
 
     def figure(self):
@@ -333,6 +332,10 @@ def evaluate_domain_generalization(cfg, model, dataset_names: Sequence[str],
     if comm.is_main_process():
         summary.protocol = {"run": run_record(cfg, model, classes, weight_files), "targets": targets}
         if output_dir:
-            summary.write(output_dir)
+            try:
+                summary.write(output_dir)
+            except OSError:  # (a full disk) the scores of a long evaluation are shown, not lost
+                logger.error("Domain generalization, not saved to %s:\n%s", output_dir, summary.table())
+                raise
     return summary
 

@@ -1,7 +1,6 @@
 """detectron2's evaluators and test loaders chosen by a dataset's ``evaluator_type``, as
 DefaultTrainer.build_evaluator / build_test_loader expect. One table, one entry per kind."""
 import contextlib
-import csv
 import json
 import logging
 import os
@@ -17,6 +16,7 @@ from detectron2.evaluation import (CityscapesInstanceEvaluator, CityscapesSemSeg
 
 from tabulate import tabulate
 
+from ..utils.files import write_csv_atomic
 from .semantic import semantic_evaluator, semantic_test_loader
 
 __all__ = ["EVALUATORS", "INSTANCE_KINDS", "PANOPTIC_KINDS", "CityscapesAPEvaluator",
@@ -54,10 +54,8 @@ class InProcessPanopticEvaluator(COCOPanopticEvaluator):
         for name, pq, sq, rq in rows:
             results["panoptic_seg"].update({f"PQ-{name}": pq, f"SQ-{name}": sq, f"RQ-{name}": rq})
         if self._output_dir:
-            with open(os.path.join(self._output_dir, "pq_per_class.csv"), "w", newline="") as f:
-                writer = csv.writer(f)
-                writer.writerow(["class", "PQ", "SQ", "RQ"])
-                writer.writerows([name] + [f"{v:.4f}" for v in values] for name, *values in rows)
+            write_csv_atomic(os.path.join(self._output_dir, "pq_per_class.csv"), [["class", "PQ", "SQ", "RQ"]] + [
+                [name] + [f"{v:.4f}" for v in values] for name, *values in rows])
         logger.info("Per-class panoptic quality:\n%s", tabulate(
             rows, headers=["class", "PQ", "SQ", "RQ"], tablefmt="pipe", floatfmt=".2f"))
         return results

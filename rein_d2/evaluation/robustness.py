@@ -4,8 +4,7 @@ mIoU per corruption and severity, their mean (mPC) and its ratio to the clean mI
 Each image is corrupted at evaluation time, before the resize to the target's evaluation size,
 deterministically (rein_d2.data.corruptions), and optionally cached on disk.
 """
-import csv
-import json
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
@@ -19,11 +18,14 @@ from tabulate import tabulate
 from ..data.corruptions import cached_corruption
 from ..data.dataset_mappers.instance import read_image_checked
 from ..data.datasets.common import dataset_dicts_checked
+from ..utils.files import save_figure_atomic, write_csv_atomic, write_json_atomic
 from .miou import by_convention
 from .protocol import eval_size_of
 from .semantic import DGTestMapper, semantic_evaluator
 
 __all__ = ["CorruptedTestMapper", "RobustnessSummary", "evaluate_robustness"]
+
+logger = logging.getLogger(__name__)
 
 
 class CorruptedTestMapper(DGTestMapper):
@@ -74,19 +76,12 @@ class RobustnessSummary:
         os.makedirs(output_dir, exist_ok=True)
         base = os.path.join(output_dir, f"robustness_{self.dataset}")
         paths = {ext: f"{base}.{ext}" for ext in ("json", "csv", "png")}
-        with open(paths["json"], "w") as f:
-            json.dump({"dataset": self.dataset, "clean_mIoU": self.clean, "mPC": self.mpc,
-                       "rPC": self.rpc, "mIoU": {c: {str(s): v for s, v in sev.items()}
-                                                 for c, sev in self.miou.items()}}, f, indent=2)
-        with open(paths["csv"], "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["corruption", "severity", "mIoU"])
-            writer.writerow(["clean", 0, f"{self.clean:.4f}"])
-            for c, sev in self.miou.items():
-                for s, v in sev.items():
-                    writer.writerow([c, s, f"{v:.4f}"])
-            writer.writerow(["mPC", "", f"{self.mpc:.4f}"])
-            writer.writerow(["rPC", "", f"{self.rpc:.4f}"])
+        write_json_atomic(paths["json"], {"dataset": self.dataset, "clean_mIoU": self.clean, "mPC": self.mpc,
+                                          "rPC": self.rpc, "mIoU": {c: {str(s): v for s, v in sev.items()}
+                                                                    for c, sev in self.miou.items()}})
+        write_csv_atomic(paths["csv"], [["corruption", "severity", "mIoU"], ["clean", 0, f"{self.clean:.4f}"],
+                                        *([c, s, f"{v:.4f}"] for c, sev in self.miou.items() for s, v in sev.items()),
+                                        ["mPC", "", f"{self.mpc:.4f}"], ["rPC", "", f"{self.rpc:.4f}"]])
         self._heatmap(paths["png"])
         return paths
 
@@ -110,8 +105,10 @@ class RobustnessSummary:
                      f"{self.mpc:.1f}, rPC {100 * self.rpc:.0f}%", fontsize=9)
         fig.colorbar(im, ax=ax)
         fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+        try:
+            save_figure_atomic(fig, path)
+        finally:
+            plt.close(fig)
 
 
 def evaluate_robustness(cfg, model, dataset: str, corruptions: Sequence[str], severities: Sequence[int],
@@ -137,5 +134,9 @@ def evaluate_robustness(cfg, model, dataset: str, corruptions: Sequence[str], se
                                                                  seed, cache_dir))
                               for s in severities}
     if output_dir and comm.is_main_process():
-        summary.write(output_dir)
+        try:
+            summary.write(output_dir)
+        except OSError:  # (a full disk) the scores are shown, not lost
+            logger.error("Not saved to %s:\n%s", output_dir, summary.table())
+            raise
     return summary

@@ -3,7 +3,10 @@ temporary name in their folder, are flushed to disk and checked, then renamed; a
 (full disk, quota, read-only folder) becomes one line with the space needed and free, and
 leaves nothing under the final name."""
 import contextlib
+import csv
 import errno
+import io
+import json
 import os
 import shutil
 import tempfile
@@ -14,8 +17,9 @@ import numpy as np
 
 from .cli import UserError
 
-__all__ = ["OutputWriteError", "disk_space", "os_error_of", "space_errors_name", "staged_files",
-           "write_bytes_atomic", "write_failure", "write_image_atomic"]
+__all__ = ["OutputWriteError", "disk_space", "os_error_of", "save_figure_atomic", "space_errors_name",
+           "staged_files", "write_bytes_atomic", "write_csv_atomic", "write_failure",
+           "write_image_atomic", "write_json_atomic"]
 
 # errors that mean "the disk (or the quota, or the file-size limit) is full"
 SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
@@ -117,6 +121,27 @@ def write_image_atomic(path: str, array: np.ndarray) -> None:
     if not ok:
         raise OutputWriteError(f"could not encode an image of shape {array.shape}, {array.dtype} for {path}")
     write_bytes_atomic(path, buf.tobytes(), check=_decodable)
+
+
+def write_json_atomic(path: str, data) -> None:
+    """``data`` as indented JSON, written atomically (a results file is whole or absent)."""
+    write_bytes_atomic(path, json.dumps(data, indent=2).encode("utf-8"), check=lambda b: json.loads(b) is not None)
+
+
+def write_csv_atomic(path: str, rows) -> None:
+    """``rows`` (header first) as CSV, written atomically."""
+    text = io.StringIO(newline="")
+    csv.writer(text).writerows(rows)
+    write_bytes_atomic(path, text.getvalue().encode("utf-8"))
+
+
+def save_figure_atomic(fig, path: str, dpi: int = 100) -> None:
+    """A matplotlib figure, rendered in memory in the format of ``path``'s suffix and written
+    atomically (a PNG or JPEG checked to decode)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format=os.path.splitext(path)[1][1:] or "png", dpi=dpi)
+    image = path.lower().endswith((".png", ".jpg", ".jpeg"))
+    write_bytes_atomic(path, buf.getvalue(), check=_decodable if image else None)
 
 
 @contextlib.contextmanager
