@@ -65,6 +65,8 @@ for _name, _dir, _images, _labels, _n in (
         label_dir=_labels or f"mapillary/{_dir}/v1.2/labels_trainid",
         image_suffix=".jpg", label_suffix=".png", eval_size=(1024, 512),
         layout=_MAPILLARY, script="datasets/prepare_mapillary.py", size=_n)
+DATASETS["mapillary_val"]["label_resolution"] = ("half (datasets/prepare_mapillary.py, as the "
+                                                 "reference's mapillary_resize.py)")
 ACDC_SIZES = {"fog": (400, 100), "night": (400, 106), "rain": (400, 100), "snow": (400, 100)}
 for _cond, _sizes in ACDC_SIZES.items():
     for _split, _n in zip(("train", "val"), _sizes):
@@ -75,15 +77,13 @@ for _cond, _sizes in ACDC_SIZES.items():
 
 
 def register_all():
-    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from detectron2.data import DatasetCatalog
 
     for name, spec in DATASETS.items():
         if name in DatasetCatalog.list():  # module re-imported (e.g. by importlib in tests)
             continue
         kwargs = {k: v for k, v in spec.items() if k != "size"}
+        # what the DG protocol record says of the labels scored against (a dataset registered
+        # elsewhere: "as stored")
+        kwargs.setdefault("label_resolution", "full")
         register_semantic_dataset(name, **kwargs)
-    # what the DG protocol record says of the labels scored against (a dataset registered
-    # elsewhere: "as stored")
-    for name in DATASETS:
-        MetadataCatalog.get(name).set(label_resolution="half (datasets/prepare_mapillary.py, as the reference's "
-                                      "mapillary_resize.py)" if name == "mapillary_val" else "full")

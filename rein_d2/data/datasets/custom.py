@@ -71,11 +71,11 @@ def check_label_space(name: str, classes, colors, ignore_label, label_format, ig
                                 f"and {i} of colors + ignore_colors): colour-coded labels need "
                                 f"one colour per class")
             seen[tuple(c)] = i
+    if len(classes) > 255:  # (before ignore_label, whose range it would leave empty)
+        raise UserError(f"{where}: {len(classes)} classes; at most 255 fit 8-bit labels")
     if not isinstance(ignore_label, int) or not 0 <= ignore_label <= 255 or ignore_label < len(classes):
         raise UserError(f"{where}: ignore_label is {ignore_label!r}; expected a value in "
                         f"{len(classes)}..255 (class ids are 0..{len(classes) - 1})")
-    if len(classes) > 255:
-        raise UserError(f"{where}: {len(classes)} classes; at most 255 fit 8-bit labels")
     return list(classes), colors
 
 
@@ -230,17 +230,23 @@ def register_description(path: str) -> List[str]:
     if not isinstance(splits, dict) or not splits:
         raise UserError(f"dataset description {path}: splits must map split names to "
                         f"{{images: folder, labels: folder}}")
-    image_prefix, image_suffix = _pattern(path, "image_pattern", d.get("image_pattern", "{name}.jpg"))
-    label_prefix, label_suffix = _pattern(path, "label_pattern", d.get("label_pattern", "{name}.png"))
+    image_pattern, label_pattern = d.get("image_pattern", "{name}.jpg"), d.get("label_pattern", "{name}.png")
+    image_prefix, image_suffix = _pattern(path, "image_pattern", image_pattern)
+    label_prefix, label_suffix = _pattern(path, "label_pattern", label_pattern)
     eval_size = d.get("eval_size")
     if eval_size is not None and not (isinstance(eval_size, list) and len(eval_size) == 2
                                       and all(isinstance(v, int) and v > 0 for v in eval_size)):
         raise UserError(f"dataset description {path}: eval_size is {eval_size!r}; expected [W, H]")
-    converted = os.path.join(base, d.get("converted_dir", ".rein_labels"))
+    converted_dir = d.get("converted_dir", ".rein_labels")
+    if not isinstance(converted_dir, str) or not converted_dir:
+        raise UserError(f"dataset description {path}: converted_dir is {converted_dir!r}; expected "
+                        f"a folder (relative to the description file)")
+    converted = os.path.join(base, converted_dir)
     names = []
     for split, spec in splits.items():
         if not (isinstance(spec, dict) and {"images", "labels"} <= set(spec)
-                and set(spec) <= {"images", "labels", "domain"}):
+                and set(spec) <= {"images", "labels", "domain"}
+                and all(isinstance(spec[k], str) and spec[k] for k in ("images", "labels"))):
             raise UserError(f"dataset description {path}: split '{split}' is {spec!r}; expected "
                             f"{{images: folder, labels: folder}} (and optionally domain)")
         full = f"{name}_{split}"
@@ -255,8 +261,7 @@ def register_description(path: str) -> List[str]:
                 label_format=d.get("label_format", "id"), ignore_colors=d.get("ignore_colors", ()),
                 image_prefix=image_prefix, label_prefix=label_prefix,
                 converted_dir=os.path.join(converted, split), description_file=path,
-                layout=f"  {spec['images']}/{d.get('image_pattern', '{name}.jpg')}\n"
-                       f"  {spec['labels']}/{d.get('label_pattern', '{name}.png')}",
+                layout=f"  {spec['images']}/{image_pattern}\n  {spec['labels']}/{label_pattern}",
                 script=path)
         except UserError as e:
             raise UserError(f"dataset description {path}: {e}") from None
