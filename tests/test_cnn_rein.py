@@ -109,6 +109,20 @@ FORMATS = {  # format -> (network, writer)
 }
 
 
+def test_an_mmseg_segmentor_file_gives_its_backbone_and_drops_its_heads(tmp_path):
+    """An mmseg-trained segmentor (backbone.* beside decode_head.* / auxiliary_head.*) converts:
+    its heads are dropped and reported, not taken for weights of a deeper network."""
+    source = timm_source("resnet50").state_dict()
+    state = mmseg_resnet(source)
+    heads = {"decode_head.conv_seg.weight": torch.zeros(19, 512, 1, 1),
+             "auxiliary_head.conv_seg.weight": torch.zeros(19, 256, 1, 1)}
+    torch.save({"state_dict": {**state, **heads}}, tmp_path / "segmentor.pth")
+    backbone = build_backbone(cfg_for("resnet50", "MODEL.REIN.ENABLED", False))
+    converted, report = convert_official_checkpoint(load_official_checkpoint(str(tmp_path / "segmentor.pth")), backbone)
+    backbone.vit.load_state_dict(converted, strict=True)
+    assert set(heads) <= set(report.dropped)
+
+
 # (the mmpretrain layout: tensor for tensor in test_convert_pretrained_then_train_from_the_file)
 @pytest.mark.parametrize("fmt", [f for f in FORMATS if f != "mmpretrain ConvNeXt"])
 def test_official_checkpoints_convert_tensor_for_tensor_and_features_are_timms(fmt, tmp_path):

@@ -28,7 +28,7 @@ _MMSEG_STEM = {"stem.0.": "conv1.0.", "stem.1.": "conv1.1.", "stem.3.": "conv1.3
                "stem.4.": "conv1.4.", "stem.6.": "conv1.6.", "stem.7.": "bn1."}
 _MMCLS_STEM = {"stem.0.conv.": "conv1.0.", "stem.0.bn.": "conv1.1.", "stem.1.conv.": "conv1.3.",
                "stem.1.bn.": "conv1.4.", "stem.2.conv.": "conv1.6.", "stem.2.bn.": "bn1."}
-_HEADS = ("fc.", "head.", "neck.")
+_HEADS = ("fc.", "head.", "neck.", "decode_head.", "auxiliary_head.")  # classifiers; an mmseg model's heads
 # mmpretrain / mmcls ConvNeXt names -> the official release's (which timm's filter reads).
 _MMPRETRAIN_CONVNEXT = ((".depthwise_conv.", ".dwconv."), (".pointwise_conv1.", ".pwconv1."),
                         (".pointwise_conv2.", ".pwconv2."))
