@@ -6,17 +6,10 @@ from setuptools import find_packages, setup
 PROJECTS = {"rein_panoptic": "projects/ReinPanoptic", "rein_det": "projects/ReinDet"}
 
 
-def project_packages():
-    """Every package and subpackage of the projects, with the folder each one lives in."""
-    packages, folders = [], {}
-    for package, root in PROJECTS.items():
-        for name in find_packages(where=root, include=[package, package + ".*"]):
-            packages.append(name)
-            folders[name] = f"{root}/{name.replace('.', '/')}"
-    return packages, folders
-
-
-_PROJECT_PACKAGES, _PROJECT_FOLDERS = project_packages()
+# each project's package with its subpackages (found under the package's folder, which
+# package_dir names for the top-level package only)
+_PROJECT_PACKAGES = [name for package, root in PROJECTS.items()
+                     for name in find_packages(where=root, include=[package, package + ".*"])]
 
 # detectron2 is deliberately not listed: its installed distribution may be named otherwise
 # (sal-detectron2, or a user's own build), so pip would look for "detectron2" on PyPI and fail.
@@ -26,7 +19,7 @@ setup(
     description="Rein (CVPR 2024) for domain-generalized semantic segmentation in Detectron2",
     license="GPL-3.0",  # as the reference implementation (see LICENSE)
     packages=find_packages(include=["rein_d2", "rein_d2.*"]) + _PROJECT_PACKAGES,
-    package_dir=_PROJECT_FOLDERS,
+    package_dir={package: f"{root}/{package}" for package, root in PROJECTS.items()},
     python_requires=">=3.10",
     # What rein_d2 itself imports, with the widest bounds known to work. numpy 2 is fine:
     # rein_d2 reads labels for detectron2's SemSegEvaluator itself (its default reader fails

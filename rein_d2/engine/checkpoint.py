@@ -273,11 +273,16 @@ def _abbrev(keys) -> str:
 
 
 def check_weight_files(cfg) -> None:
-    """Refuse a MODEL.WEIGHTS / MODEL.TRAINED_WEIGHTS file that does not exist (URLs aside)
+    """Refuse a MODEL.WEIGHTS / MODEL.TRAINED_WEIGHTS file that does not exist, or a URL,
     before any model is built: one line naming the key and the path."""
     for key in ("WEIGHTS", "TRAINED_WEIGHTS"):
         weights = cfg.MODEL[key]
-        if weights and "://" not in weights and not os.path.isfile(weights):
+        if weights and "://" in weights:
+            try:
+                require_checkpoint_file(weights)  # the shared refusal: nothing is downloaded
+            except UserError as e:
+                raise UserError(f"MODEL.{key}: {e}") from None
+        if weights and not os.path.isfile(weights):
             raise UserError(f"MODEL.{key} not found: {weights}")
 
 

@@ -45,9 +45,12 @@ class _NoTracebackForUserErrors(logging.Filter):
         return not isinstance(error, (UserError, TrainingDiverged))
 
 
-_TRAIN_LOOP_LOG = logging.getLogger("detectron2.engine.train_loop")
-if not any(isinstance(f, _NoTracebackForUserErrors) for f in _TRAIN_LOOP_LOG.filters):
-    _TRAIN_LOOP_LOG.addFilter(_NoTracebackForUserErrors())
+def _quiet_user_errors() -> None:
+    """Once per process, when a ReinTrainer is made (not at import: other users of detectron2's
+    train loop keep its logging as it is)."""
+    log = logging.getLogger("detectron2.engine.train_loop")
+    if not any(isinstance(f, _NoTracebackForUserErrors) for f in log.filters):
+        log.addFilter(_NoTracebackForUserErrors())
 
 
 class ReinTrainer(DefaultTrainer):
@@ -55,6 +58,7 @@ class ReinTrainer(DefaultTrainer):
         # DefaultTrainer.__init__, with two changes: AMP in fp16 or bf16 (detectron2's is fp16
         # only), and DDP over gloo for CPU models (detectron2 passes device_ids, which DDP
         # refuses for a CPU module, so `--num-gpus 2` failed on a CPU machine).
+        _quiet_user_errors()
         check_training_config(cfg)  # a zero batch, no iterations, a negative crop: said first
         require_registered(cfg.DATASETS.TRAIN, "DATASETS.TRAIN")
         require_registered(cfg.DATASETS.TEST, "DATASETS.TEST")  # not only at the end of training

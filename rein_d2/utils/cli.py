@@ -17,9 +17,10 @@ CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")  # MODEL.WEIGHTS, S
 # does for a bad flag); 1 is left to crashes (a Python traceback), 0 is success.
 EXIT_REFUSED = 2
 
-# errors only a write gives, which the user can fix: no space (disk, quota, file-size limit), a
-# read-only file system
-_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+# errors that mean "the disk (or the quota, or the file-size limit) is full"
+SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+# errors only a write gives, which the user can fix: no space, a read-only file system
+_WRITE_ERRNOS = SPACE_ERRNOS | {errno.EROFS}
 
 
 class UserError(ValueError):

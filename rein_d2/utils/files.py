@@ -15,14 +15,11 @@ from typing import Iterator, Optional
 import cv2
 import numpy as np
 
-from .cli import UserError
+from .cli import SPACE_ERRNOS, UserError
 
 __all__ = ["OutputWriteError", "disk_space", "os_error_of", "save_figure_atomic", "space_errors_name",
            "staged_files", "write_bytes_atomic", "write_csv_atomic", "write_failure",
            "write_image_atomic", "write_json_atomic"]
-
-# errors that mean "the disk (or the quota, or the file-size limit) is full"
-SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 class OutputWriteError(UserError, OSError):
@@ -82,11 +79,14 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def write_bytes_atomic(path: str, data: bytes, check=None) -> None:
     """Write ``data`` to ``path`` through a unique temporary file in its folder, fsync it, read it
-    back and compare (size, and ``check(bytes)`` when given), then rename. On any failure the
-    temporary file is removed, ``path`` is untouched, and an OutputWriteError says why."""
+    back and compare, then rename. ``check(data)``, when given, must hold before anything is
+    written (e.g. encoded image bytes decode). On any failure the temporary file is removed,
+    ``path`` is untouched, and an OutputWriteError says why."""
     folder = os.path.dirname(os.path.abspath(path))
     tmp = None
     try:
+        if check is not None and not check(data):
+            raise OSError(errno.EIO, "the encoded data does not decode")
         os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
         try:
@@ -96,7 +96,7 @@ def write_bytes_atomic(path: str, data: bytes, check=None) -> None:
             os.close(fd)
         with open(tmp, "rb") as f:
             back = f.read()
-        if back != data or (check is not None and not check(back)):
+        if back != data:
             raise OSError(errno.EIO, f"the file read back is not what was written ({len(back)} of "
                                      f"{len(data)} bytes)")
         os.replace(tmp, path)
@@ -125,7 +125,7 @@ def write_image_atomic(path: str, array: np.ndarray) -> None:
 
 def write_json_atomic(path: str, data) -> None:
     """``data`` as indented JSON, written atomically (a results file is whole or absent)."""
-    write_bytes_atomic(path, json.dumps(data, indent=2).encode("utf-8"), check=lambda b: json.loads(b) is not None)
+    write_bytes_atomic(path, json.dumps(data, indent=2).encode("utf-8"))
 
 
 def write_csv_atomic(path: str, rows) -> None:
