@@ -14,7 +14,8 @@ from .utils.projects import import_project_of
 
 LOSS_SPIKE_MIN_HISTORY = 5  # losses the guard needs before it compares (engine.hooks)
 
-__all__ = ["add_rein_config", "check_config", "check_training_config", "load_config", "SafeCfgNode"]
+__all__ = ["add_rein_config", "check_config", "check_training_config", "load_config", "merge_overrides",
+           "SafeCfgNode"]
 
 
 class _BaseRefused(UserError):
@@ -60,12 +61,7 @@ class SafeCfgNode(CN):
                             "fix the file") from None
 
 
-def load_config(config_file: str, opts=(), add_config=()) -> CN:
-    """detectron2's defaults plus rein_d2's keys (and those of each ``add_config`` function, as
-    a project's ``add_<x>_config``), then ``config_file`` (plain YAML only: :class:`SafeCfgNode`)
-    and ``opts`` (KEY, VALUE, ...). A config under ``projects/<Name>/`` first imports that
-    project's packages, which register its datasets, and adds their keys.
-    Without CUDA, MODEL.DEVICE defaults to "cpu" (an explicit MODEL.DEVICE in opts wins)."""
+def _checked_overrides(opts) -> list:
     opts = list(opts)
     flags = [o for o in opts if isinstance(o, str) and o.startswith("--")]
     if flags:
@@ -74,6 +70,26 @@ def load_config(config_file: str, opts=(), add_config=()) -> CN:
     if len(opts) % 2:
         raise UserError(f"config overrides come in KEY VALUE pairs; got {len(opts)} items: "
                         f"{' '.join(map(str, opts))}")
+    return opts
+
+
+def merge_overrides(cfg: CN, opts) -> None:
+    """``opts`` (KEY, VALUE, ...) merged into ``cfg`` (not frozen), then the whole config
+    checked: a bad key or value is one UserError."""
+    try:
+        cfg.merge_from_list(_checked_overrides(opts))
+    except (KeyError, ValueError, AssertionError) as e:
+        raise UserError(f"config override: {e}") from None
+    check_config(cfg)
+
+
+def load_config(config_file: str, opts=(), add_config=()) -> CN:
+    """detectron2's defaults plus rein_d2's keys (and those of each ``add_config`` function, as
+    a project's ``add_<x>_config``), then ``config_file`` (plain YAML only: :class:`SafeCfgNode`)
+    and ``opts`` (KEY, VALUE, ...). A config under ``projects/<Name>/`` first imports that
+    project's packages, which register its datasets, and adds their keys.
+    Without CUDA, MODEL.DEVICE defaults to "cpu" (an explicit MODEL.DEVICE in opts wins)."""
+    opts = _checked_overrides(opts)
     if not os.path.isfile(config_file):
         raise UserError(f"--config-file {config_file}: no such file (the configs are under configs/)")
     cfg = add_rein_config(get_cfg())
@@ -91,11 +107,7 @@ def load_config(config_file: str, opts=(), add_config=()) -> CN:
                         "fix that key or its value (the keys are listed in docs/CONFIGS.md)") from None
     if not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
-    try:
-        cfg.merge_from_list(opts)
-    except (KeyError, ValueError, AssertionError) as e:
-        raise UserError(f"config override: {e}") from None
-    check_config(cfg)
+    merge_overrides(cfg, opts)
     from .data.datasets.custom import check_num_classes, register_descriptions
 
     register_descriptions(cfg.DATASETS.DESCRIPTIONS, config_file)  # a user's own datasets

@@ -27,7 +27,7 @@ from detectron2.data.detection_utils import convert_PIL_to_numpy
 from detectron2.modeling import build_model
 from PIL import Image
 
-from .config import check_config, load_config
+from .config import load_config, merge_overrides
 from .data.dataset_mappers.instance import read_image_checked
 from .engine import check_weight_files, load_model_weights
 from .evaluation.domain_generalization import default_eval_size
@@ -122,11 +122,7 @@ class Predictor:
         if isinstance(config, CfgNode):
             cfg = config.clone()
             cfg.defrost()
-            try:
-                cfg.merge_from_list(list(opts))
-            except (KeyError, ValueError, AssertionError) as e:
-                raise UserError(f"config override: {e}") from None
-            check_config(cfg)
+            merge_overrides(cfg, opts)
         else:
             cfg = load_config(os.fspath(config), opts)
         if weights is not None:
@@ -175,10 +171,10 @@ class Predictor:
 
     def __call__(self, images: Union[ImageInput, Sequence[ImageInput]]):
         """The Prediction of one image, or a list of them for a list (or tuple) of images."""
-        if isinstance(images, (list, tuple)):
-            inputs = [self.mapper.model_input(self.read(image)) for image in images]
-            return [p for start in range(0, len(inputs), self.batch_size)
-                    for p in self.predict_inputs(inputs[start:start + self.batch_size])]
+        if isinstance(images, (list, tuple)):  # read batch by batch: a long list is not held in memory
+            return [p for start in range(0, len(images), self.batch_size)
+                    for p in self.predict_inputs([self.mapper.model_input(self.read(image))
+                                                  for image in images[start:start + self.batch_size]])]
         return self.predict_inputs([self.mapper.model_input(self.read(images))])[0]
 
     def predict_inputs(self, inputs: List[Dict]) -> List[Prediction]:

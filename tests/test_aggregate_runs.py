@@ -3,6 +3,7 @@ threshold), checked against mean and sample std computed by hand; runs of other 
 refused."""
 import csv
 import json
+import os
 import shutil
 import statistics
 
@@ -117,3 +118,11 @@ def test_runs_of_another_protocol_or_setting_are_refused(runs, tmp_path):
     with pytest.raises(UserError, match="at least two runs"):
         aggregate_runs(paths[:1])
     assert aggregate_runs_tool.main([paths[0], str(tmp_path / "nowhere")]) == 2
+
+
+def test_a_run_given_twice_and_a_file_that_is_no_summary_are_refused(runs):
+    _, paths = runs
+    with pytest.raises(UserError, match=r"seed0 and .*seed0/dg_summary.json are one run .*: give each run once"):
+        aggregate_runs([paths[0], os.path.join(paths[0], "dg_summary.json"), paths[1]])
+    with pytest.raises(UserError, match=r"dg_summary.csv: not a dg_summary.json"):
+        aggregate_runs([paths[0], os.path.join(paths[1], "dg_summary.csv")])

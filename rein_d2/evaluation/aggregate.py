@@ -28,9 +28,13 @@ def load_run(path: str) -> Dict:
     else:
         raise UserError(f"{path}: no dg_summary.json there (nor in {path}/inference); give the "
                         "output folders of tools/evaluate_dg.py or train_net.py")
-    with open(candidate) as f:
-        data = json.load(f)
-    if "protocol" not in data:
+    try:
+        with open(candidate) as f:
+            data = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{candidate}: not a dg_summary.json ({e}); give the run's output folder "
+                        "or its dg_summary.json") from None
+    if not isinstance(data, dict) or "protocol" not in data:
         raise UserError(f"{candidate} has no protocol record (written by an older rein_d2): "
                         "evaluate that run again with tools/evaluate_dg.py")
     data["path"] = candidate
@@ -164,6 +168,12 @@ def aggregate_runs(paths: Sequence[str]) -> RunAggregate:
     if len(paths) < 2:
         raise UserError(f"aggregating needs at least two runs of one setting; got {len(paths)}")
     runs = [load_run(p) for p in paths]
+    seen = {}
+    for path, data in zip(paths, runs):  # one run given twice (folder and json) would shrink the std
+        real = os.path.realpath(data["path"])
+        if real in seen:
+            raise UserError(f"{seen[real]} and {path} are one run ({data['path']}): give each run once")
+        seen[real] = path
     first = _setting(runs[0])
     for data in runs[1:]:
         found = _first_difference(first, _setting(data))

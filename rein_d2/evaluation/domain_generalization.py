@@ -19,7 +19,7 @@ from tabulate import tabulate
 from ..data.datasets.common import dataset_dicts_checked
 from ..utils.files import save_figure_atomic, write_csv_atomic, write_json_atomic
 from .evaluators import INSTANCE_KINDS, PANOPTIC_KINDS, build_evaluator
-from .miou import CLASS_SUBSETS, by_convention, subset_miou
+from .miou import CLASS_SUBSETS, by_convention, check_subsets, subset_miou
 from .progress import ProgressLog
 from .protocol import eval_size_of, inference_record, run_record, target_record
 from .semantic import (DGTestMapper, check_label_matches, eval_resize_shape, label_loader,
@@ -299,8 +299,7 @@ def evaluate_domain_generalization(cfg, model, dataset_names: Sequence[str],
         if label_space(name) != classes:
             raise ValueError(f"{name} has other classes than {dataset_names[0]}: a DG summary "
                              "needs one label space")
-    for subset in cfg.TEST.CLASS_SUBSETS:  # a subset the label space lacks: before inference
-        subset_miou([float("nan")] * len(classes), classes, subset)
+    check_subsets(classes, cfg.TEST.CLASS_SUBSETS)  # a subset the label space lacks: before inference
     summary = DGSummary(classes, source=source_datasets(dataset_names, cfg.DATASETS.TRAIN))
     inference = inference_record(cfg, model)
     targets = {}

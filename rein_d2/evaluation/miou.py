@@ -10,6 +10,7 @@ import numpy as np
 from detectron2.evaluation import DatasetEvaluators, SemSegEvaluator
 
 from ..data.datasets.common import CITYSCAPES_CLASSES
+from ..utils.cli import UserError
 
 __all__ = ["CLASS_SUBSETS", "MIOU_CONVENTIONS", "by_convention", "confusion_matrix", "iou_per_class",
            "subset_miou"]
@@ -48,13 +49,20 @@ def iou_per_class(conf: np.ndarray, convention: str) -> np.ndarray:
     return iou
 
 
+def check_subsets(classes: Sequence[str], subsets: Sequence[str]) -> None:
+    """Refuse a TEST.CLASS_SUBSETS entry whose classes the label space lacks (before inference)."""
+    for subset in subsets:
+        column, names = CLASS_SUBSETS[subset]
+        missing = [c for c in names if c not in classes]
+        if missing:
+            raise UserError(f"TEST.CLASS_SUBSETS {subset} ({column}) needs the Cityscapes classes; "
+                            f"this label space lacks {', '.join(missing)}")
+
+
 def subset_miou(iou: Sequence[float], classes: Sequence[str], subset: str) -> float:
     """Mean of the subset's per-class IoUs (NaN ones, left out by the convention, excluded)."""
-    column, names = CLASS_SUBSETS[subset]
-    missing = [c for c in names if c not in classes]
-    if missing:
-        raise ValueError(f"TEST.CLASS_SUBSETS {subset} ({column}) needs the Cityscapes classes; "
-                         f"this label space lacks {', '.join(missing)}")
+    check_subsets(classes, [subset])
+    names = CLASS_SUBSETS[subset][1]
     values = np.asarray([iou[list(classes).index(c)] for c in names], float)
     return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
 

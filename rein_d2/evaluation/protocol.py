@@ -73,7 +73,7 @@ def model_sha256(model: torch.nn.Module) -> str:
     for key, value in sorted(model.state_dict().items()):
         digest.update(key.encode())
         if torch.is_tensor(value):
-            digest.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+            digest.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())  # no copy
     return digest.hexdigest()
 
 
