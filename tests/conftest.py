@@ -1,3 +1,5 @@
+import contextlib
+import logging
 import os
 
 import pytest
@@ -23,3 +25,27 @@ def fixtures_dir():
 
 def config_path(name):
     return os.path.join(REPO, "configs", name)
+
+
+def error_lines(text):
+    """The lines of ``text`` (a tool's stderr) that are one-line errors: those starting 'error:'."""
+    return [line for line in text.splitlines() if line.startswith("error:")]
+
+
+@contextlib.contextmanager
+def log_lines(logger_name):
+    """The messages (INFO and above) logged to ``logger_name`` inside the block, whichever stream
+    its own handlers write to: a list, filled as they come."""
+    lines = []
+
+    class _Lines(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    handler = _Lines(logging.INFO)
+    logger = logging.getLogger(logger_name)
+    logger.addHandler(handler)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)

@@ -539,14 +539,13 @@ def test_convert_pretrained_cli_refuses_another_family(official, tmp_path, capsy
     yaml = tmp_path / "mae_mini.yaml"
     yaml.write_text(MAE_YAML)
     output = tmp_path / "out.pth"
-    converter = convert_pretrained
-    rc = converter.main(["--config-file", str(yaml), "--input", official["eva02"][0],
-                    "--output", str(output)])
+    rc = convert_pretrained.main(["--config-file", str(yaml), "--input", official["eva02"][0],
+                                  "--output", str(output)])
     assert rc == 2
     err = capsys.readouterr().err
     assert "EVA02 checkpoint" in err and "backbone is MAE" in err
     assert not output.exists()
-    rc = converter.main(["--config-file", str(yaml), "--input", str(tmp_path / "absent.pth"),
-                    "--output", str(output)])
+    rc = convert_pretrained.main(["--config-file", str(yaml), "--input", str(tmp_path / "absent.pth"),
+                                  "--output", str(output)])
     assert rc == 2 and "no such checkpoint file" in capsys.readouterr().err
     assert not output.exists()

@@ -9,8 +9,6 @@ import torch
 from test_reference_parity import _load, miniature_yaml
 from rein_d2.tools import convert_pretrained, convert_rein_checkpoint
 
-CONVERT = convert_rein_checkpoint
-
 
 def reference_names(fixtures_dir):
     """{release key: shape} for Rein (from the release file's names) and the head (key list)."""
@@ -37,7 +35,7 @@ def setup(fixtures_dir, tmp_path):
 def run(yaml, state, tmp_path, *extra, wrap=True):
     src, dst = str(tmp_path / "release.pth"), str(tmp_path / "out.pth")
     torch.save({"meta": {"iter": 40000}, "state_dict": state} if wrap else state, src)
-    rc = CONVERT.main(["--config-file", yaml, "--input", src, "--output", dst, *extra])
+    rc = convert_rein_checkpoint.main(["--config-file", yaml, "--input", src, "--output", dst, *extra])
     return rc, dst
 
 
@@ -136,14 +134,16 @@ def test_config_that_does_not_match_the_checkpoint(setup, capsys):
 
 def test_missing_or_unreadable_input(setup, capsys, tmp_path):
     yaml, _, _ = setup
-    assert CONVERT.main(["--config-file", yaml, "--input", str(tmp_path / "nope.pth"),
-                         "--output", str(tmp_path / "o.pth")]) == 2
+    assert convert_rein_checkpoint.main(["--config-file", yaml, "--input", str(tmp_path / "nope.pth"),
+                                         "--output", str(tmp_path / "o.pth")]) == 2
     assert "no such checkpoint file" in capsys.readouterr().err
     bad = tmp_path / "list.pth"
     torch.save([torch.zeros(1)], bad)
-    assert CONVERT.main(["--config-file", yaml, "--input", str(bad), "--output", str(tmp_path / "o.pth")]) == 2
+    assert convert_rein_checkpoint.main(["--config-file", yaml, "--input", str(bad),
+                                         "--output", str(tmp_path / "o.pth")]) == 2
     assert "expected a dict checkpoint" in capsys.readouterr().err
     corrupt = tmp_path / "corrupt.pth"
     corrupt.write_bytes(b"not a checkpoint")
-    assert CONVERT.main(["--config-file", yaml, "--input", str(corrupt), "--output", str(tmp_path / "o.pth")]) == 2
+    assert convert_rein_checkpoint.main(["--config-file", yaml, "--input", str(corrupt),
+                                         "--output", str(tmp_path / "o.pth")]) == 2
     assert "corrupt.pth: a file of unknown kind (it starts with b'not a ch'), not a checkpoint" in capsys.readouterr().err

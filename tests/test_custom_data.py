@@ -162,7 +162,8 @@ def test_colour_labels_become_class_ids_pixel_by_pixel_and_unknown_colours_are_n
     bad = paint(labels["train"][0])
     bad[10, 7] = (1, 2, 3)
     Image.fromarray(bad).save(root / "labels" / "train" / "f0_mask.png")
-    os.utime(root / "labels" / "train" / "f0_mask.png", (2e9, 2e9))  # newer than its conversion
+    newer = os.path.getmtime(dicts[0]["sem_seg_file_name"]) + 10  # than f0's conversion
+    os.utime(root / "labels" / "train" / "f0_mask.png", (newer, newer))
     with pytest.raises(ValueError, match=r"f0_mask.png: colour\(s\) in neither colors nor "
                                          r"ignore_colors .*\(1, 2, 3\) \(first at x=7, y=10; 1 pixels\)"):
         DatasetCatalog.get("shapes_train")
@@ -181,12 +182,16 @@ def test_python_registration_with_classes_prefixes_and_another_ignore_value(tmp_
     register_semantic_dataset("pets_demo_train", str(tmp_path / "rgb"), str(tmp_path / "ss"), ".png", ".png",
                               classes=["cat", "dog"], colors=[[1, 1, 1], [2, 2, 2]], ignore_label=250,
                               image_prefix="rgb_", label_prefix="ss_")
-    (d,) = DatasetCatalog.get("pets_demo_train")
-    assert d["file_name"].endswith("rgb_0001.png")
-    expected = raw.copy()
-    expected[raw == 250] = 255
-    np.testing.assert_array_equal(np.asarray(Image.open(d["sem_seg_file_name"])), expected)
-    assert MetadataCatalog.get("pets_demo_train").stuff_classes == ["cat", "dog"]
+    try:
+        (d,) = DatasetCatalog.get("pets_demo_train")
+        assert d["file_name"].endswith("rgb_0001.png")
+        expected = raw.copy()
+        expected[raw == 250] = 255
+        np.testing.assert_array_equal(np.asarray(Image.open(d["sem_seg_file_name"])), expected)
+        assert MetadataCatalog.get("pets_demo_train").stuff_classes == ["cat", "dog"]
+    finally:  # (registered for this tmp_path only: a second run registers it again)
+        DatasetCatalog.remove("pets_demo_train")
+        MetadataCatalog.remove("pets_demo_train")
 
 
 @pytest.mark.parametrize("text, message", [

@@ -1,6 +1,5 @@
 """What the preparation scripts and dataset loaders do with files that are stale, foreign or
 damaged, on miniature trees in the official on-disk layouts."""
-import importlib
 import json
 import os
 
@@ -12,13 +11,10 @@ from PIL import Image
 import rein_d2.data  # noqa: F401  (registers the datasets)
 from rein_d2.data.datasets.common import CHECKED_IMAGES_RECORD
 from rein_d2.data.datasets.labels import run_prepare
+from conftest import error_lines
+from test_datasets import _script
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _script(name):
-    """The program of datasets/<name>.py (prepare_<dataset>): rein_d2.data.prepare.<dataset>."""
-    return importlib.import_module(f"rein_d2.data.prepare.{name[len('prepare_'):]}")
 
 
 @pytest.fixture
@@ -182,7 +178,7 @@ def test_truncated_raw_label_gives_one_line_naming_the_file(root, capsys, script
     args = ["--root", str(root), "--no-count-check", "--workers", workers]
     assert run_prepare(_script(script).main, args) == 2
     err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    lines = error_lines(err)
     assert len(lines) == 1 and str(label) in lines[0] and "download it again" in lines[0]
     assert "Traceback" not in err
 

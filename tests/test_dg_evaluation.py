@@ -2,7 +2,6 @@
 IoUs computed by hand."""
 import csv
 import json
-import logging
 import re
 import uuid
 
@@ -13,7 +12,7 @@ from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
-from conftest import config_path
+from conftest import config_path, log_lines
 from rein_d2 import add_rein_config
 from rein_d2.evaluation import eval_resize_shape, evaluate_domain_generalization
 from test_meta_arch import MINI
@@ -165,15 +164,6 @@ def test_evaluation_size_keeps_the_aspect_ratio(h, w, scale, expected):
     assert eval_resize_shape(h, w, scale) == expected
 
 
-class _Lines(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.INFO)
-        self.lines = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
-
-
 def test_command_line_tool_with_a_real_model(tmp_path, capsys):
     """tools/evaluate_dg.py builds the model from a config and evaluates two targets."""
     from rein_d2.tools import evaluate_dg
@@ -182,19 +172,16 @@ def test_command_line_tool_with_a_real_model(tmp_path, capsys):
     # for GroupNorm: two copies of B instead.)
     a, b = target_b(tmp_path), target_b(tmp_path)
     out = tmp_path / "dg"
-    progress = _Lines()  # the progress lines, whichever stream the tool's logger writes to
-    logging.getLogger("rein_d2.evaluation").addHandler(progress)
-    try:
+    # the progress lines, whichever stream the tool's logger writes to
+    with log_lines("rein_d2.evaluation") as progress:
         assert evaluate_dg.main(["--config-file", config_path("rein_dinov2.yaml"), "--datasets", a, b,
                                  "--output-dir", str(out), *map(str, MINI), "DATALOADER.NUM_WORKERS", "0"]) == 0
-    finally:
-        logging.getLogger("rein_d2.evaluation").removeHandler(progress)
     printed = capsys.readouterr().out
     assert a in printed and b in printed and "mean" in printed
     # per target: which one, then images done / total with the rate (not silent for minutes)
     for k, name in enumerate((a, b)):
-        assert f"Evaluating {name} (target, {k + 1} of 2): 1 images" in progress.lines
-        assert any(re.fullmatch(rf"{name}: 1/1 images, [0-9.]+ s/image, 0:00:00 left", l) for l in progress.lines)
+        assert f"Evaluating {name} (target, {k + 1} of 2): 1 images" in progress
+        assert any(re.fullmatch(rf"{name}: 1/1 images, [0-9.]+ s/image, 0:00:00 left", l) for l in progress)
     data = json.loads((out / "dg_summary.json").read_text())
     assert set(data["mIoU"]) == {a, b} and all(0 <= v <= 100 for v in data["mIoU"].values())
 

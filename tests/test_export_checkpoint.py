@@ -10,8 +10,6 @@ from rein_d2.tools import export_checkpoint
 from conftest import config_path
 from test_meta_arch import MINI, mini_model
 
-export_checkpoint = export_checkpoint
-
 
 def export(*args):
     return export_checkpoint.main(["--config-file", config_path("rein_dinov2.yaml"), *args, *map(str, MINI)])

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO, config_path
+from conftest import REPO, config_path, error_lines
 from rein_d2.tools import export_model, predict
 from rein_d2.utils.cli import UserError, refuse_overwrite
 from rein_d2.utils.files import OutputWriteError, write_image_atomic
@@ -34,10 +34,6 @@ def run_predict(tmp_path, src, *extra, out="pred"):
                                       "--format", "trainid", "--output", str(tmp_path / out), *extra, *OPTS])
 
 
-def _error_lines(err):
-    return [line for line in err.splitlines() if line.startswith("error:")]
-
-
 def _no_space(*args):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -46,7 +42,7 @@ def test_full_disk_is_one_line_with_the_space_and_leaves_no_file(tmp_path, capsy
     src = photos(tmp_path / "in", ["a.png", "b.png"])
     monkeypatch.setattr(os, "write", _no_space)
     assert run_predict(tmp_path, src) == 2
-    errors = _error_lines(capsys.readouterr().err)
+    errors = error_lines(capsys.readouterr().err)
     assert len(errors) == 1 and "No space left on device" in errors[0], errors
     assert "it needs about" in errors[0] and "are free in" in errors[0] and "rerun" in errors[0]
     assert os.listdir(tmp_path / "pred") == []  # no final name, no temporary file
@@ -78,7 +74,7 @@ def test_color_into_the_input_folder_is_refused_and_the_inputs_stay(tmp_path, ca
     src = photos(tmp_path / "in", ["a.png", "b.jpg"])
     before = {p.name: p.read_bytes() for p in src.iterdir()}
     assert run_predict(tmp_path, src, "--color", str(src)) == 2
-    errors = _error_lines(capsys.readouterr().err)
+    errors = error_lines(capsys.readouterr().err)
     assert len(errors) == 1 and f"--color {src} holds the inputs" in errors[0]
     assert {p.name: p.read_bytes() for p in src.iterdir()} == before
     assert not (tmp_path / "pred").exists()
@@ -90,7 +86,7 @@ def test_color_into_the_input_folder_is_refused_and_the_inputs_stay(tmp_path, ca
 def test_x_png_and_x_jpg_are_named_as_a_clash(tmp_path, capsys):
     src = photos(tmp_path / "in", ["x.png", "x.jpg", "y.png"])
     assert run_predict(tmp_path, src) == 2
-    errors = _error_lines(capsys.readouterr().err)
+    errors = error_lines(capsys.readouterr().err)
     assert len(errors) == 1
     assert str(src / "x.png") in errors[0] and str(src / "x.jpg") in errors[0] and "rename one" in errors[0]
     assert not (tmp_path / "pred").exists()
@@ -101,7 +97,7 @@ def test_an_unreadable_image_is_named_and_skipped_and_the_others_predicted(tmp_p
     (src / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)  # a cut download
     assert run_predict(tmp_path, src, "--batch-size", "2") == 2
     captured = capsys.readouterr()
-    errors = _error_lines(captured.err)
+    errors = error_lines(captured.err)
     assert len(errors) == 1 and str(src / "b.png") in errors[0] and "skipped" in errors[0]
     assert "Traceback" not in captured.err
     assert sorted(os.listdir(tmp_path / "pred")) == ["a.png", "c.png"]
@@ -167,7 +163,7 @@ def test_export_killed_midway_keeps_the_earlier_file_and_output_over_weights_is_
     argv = _export_argv(tmp_path) + ["MODEL.WEIGHTS", str(weights)]
     argv[argv.index("--output") + 1] = str(tmp_path / "w")
     assert export_model.main(argv) == 2
-    errors = _error_lines(capsys.readouterr().err)
+    errors = error_lines(capsys.readouterr().err)
     assert len(errors) == 1 and f"which is the input {weights}" in errors[0]
     assert weights.read_bytes() == b"the user's weights"
 
@@ -212,7 +208,6 @@ def test_killing_a_prepare_run_stops_its_workers(tmp_path):
     parent.send_signal(signal.SIGKILL)
     parent.wait()
     workers = {int(name.split(".")[1]) for name in os.listdir(out)}
-    time.sleep(3.0)  # the watch polls every 0.5 s
 
     def running(pid):  # (an exited worker may stay a zombie: its new parent need not reap it)
         try:
@@ -221,7 +216,11 @@ def test_killing_a_prepare_run_stops_its_workers(tmp_path):
         except FileNotFoundError:
             return False
 
+    deadline = time.time() + 30  # the watch polls every 0.5 s; a loaded machine may be slower
     alive = [pid for pid in workers if running(pid)]
+    while alive and time.time() < deadline:
+        time.sleep(0.1)
+        alive = [pid for pid in alive if running(pid)]
     for pid in alive:  # (clean up before failing)
         os.kill(pid, signal.SIGKILL)
     assert not alive, f"workers {alive} outlived their parent"
@@ -245,12 +244,12 @@ def test_cityscapes_label_ids_out_of_range_and_16_bit_labels_are_named(tmp_path,
     Image.fromarray(ids).save(bad)
     args = ["--root", str(tmp_path), "--no-count-check", "--workers", "1"]
     assert run_prepare(prep.main, args) == 2
-    errors = _error_lines(capsys.readouterr().err)
+    errors = error_lines(capsys.readouterr().err)
     assert len(errors) == 1 and str(bad) in errors[0]
     assert "values 40, 250 are not Cityscapes label ids (0..33)" in errors[0] and "damaged" not in errors[0]
     Image.fromarray(np.full((8, 16), 7, np.uint16) * 300).save(bad)  # e.g. an *_instanceIds.png
     assert run_prepare(prep.main, args) == 2
-    errors = _error_lines(capsys.readouterr().err)
+    errors = error_lines(capsys.readouterr().err)
     assert len(errors) == 1 and "a 16-bit PNG, but Cityscapes label ids" in errors[0] and "damaged" not in errors[0]
     assert not (labels / "train" / "aachen" / "aachen_000000_000019_gtFine_labelTrainIds.png").exists()
 

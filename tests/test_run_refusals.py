@@ -11,7 +11,7 @@ import pytest
 from detectron2.engine import default_argument_parser
 from PIL import Image
 
-from conftest import config_path
+from conftest import config_path, error_lines, log_lines
 from rein_d2 import load_config
 from rein_d2.engine import LightCheckpointer, OutputDirLocked, ReinTrainer, lock_output_dir
 from rein_d2.utils.cli import UserError, exit_on_user_error, one_line
@@ -19,10 +19,6 @@ from rein_d2.tools import evaluate_dg, train_net
 from test_dg_evaluation import target_b
 from test_meta_arch import MINI, mini_model
 from test_training import make_cfg
-
-
-def _error_lines(text):
-    return [line for line in text.splitlines() if line.startswith("error:")]
 
 
 def test_a_typo_or_a_wrong_type_inside_a_config_file_is_one_line_naming_file_and_key(tmp_path):
@@ -61,7 +57,7 @@ def test_an_unregistered_dataset_names_rein_d2s_and_how_to_register(tmp_path, ca
     assert "coco_2017_train" not in message
     rc = evaluate_dg.main(["--config-file", config_path("rein_dinov2.yaml"), "--datasets",
                                         "gtav_trian", "--output-dir", str(tmp_path / "dg"), *map(str, MINI)])
-    errors = _error_lines(capsys.readouterr().err)
+    errors = error_lines(capsys.readouterr().err)
     assert rc == 2 and len(errors) == 1 and "--datasets: dataset 'gtav_trian' is not registered" in errors[0]
 
 
@@ -70,7 +66,7 @@ def test_an_unknown_vit_size_names_the_choices_in_one_line(tmp_path, capsys):
                                         "gtav_train", "--output-dir", str(tmp_path / "dg"), *map(str, MINI),
                                         "MODEL.VIT.SIZE", "smal"])
     captured = capsys.readouterr()
-    errors = _error_lines(captured.err)
+    errors = error_lines(captured.err)
     assert rc == 2 and len(errors) == 1 and "Traceback" not in captured.err
     assert "'smal'" in errors[0] and errors[0].endswith("set MODEL.VIT.SIZE to one of: base, giant, large, small")
 
@@ -96,7 +92,7 @@ def test_a_label_value_out_of_range_stops_train_net_in_one_line(tmp_path, capfd)
     captured = capfd.readouterr()
     assert e.value.code == 2
     assert "Traceback" not in captured.out + captured.err
-    errors = _error_lines(captured.err)
+    errors = error_lines(captured.err)
     assert len(errors) == 1 and str(label) in errors[0] and "holds values 7 outside the classes 0..2" in errors[0]
 
 
@@ -184,7 +180,7 @@ def test_torch_save_failing_on_a_full_disk_is_the_promised_line(tmp_path, capsys
         resource.setrlimit(resource.RLIMIT_FSIZE, limits)
         signal.signal(signal.SIGXFSZ, handler)
     assert rc == 2
-    errors = _error_lines(capsys.readouterr().err)
+    errors = error_lines(capsys.readouterr().err)
     assert len(errors) == 1
     assert f"could not write the checkpoint {target}: File too large; it needs about 0.4 MiB" in errors[0]
     assert "are free in" in errors[0] and "--resume" in errors[0]
@@ -194,10 +190,7 @@ def test_torch_save_failing_on_a_full_disk_is_the_promised_line(tmp_path, capsys
 def test_evaluate_dg_on_a_full_disk_is_one_line_and_keeps_the_scores(tmp_path, capsys, monkeypatch):
     """The summary files are written whole or not at all; on a full disk the evaluation's scores
     are still shown (the log), so hours of inference are not lost to one failed write."""
-    import logging
-
     import rein_d2.utils.files as files
-    from test_dg_evaluation import _Lines
 
     def full(fd, data):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -205,18 +198,14 @@ def test_evaluate_dg_on_a_full_disk_is_one_line_and_keeps_the_scores(tmp_path, c
     monkeypatch.setattr(files, "_write_all", full)
     name = target_b(tmp_path)
     out = tmp_path / "dg"
-    shown = _Lines()
-    logging.getLogger("rein_d2.evaluation").addHandler(shown)
-    try:
+    with log_lines("rein_d2.evaluation") as shown:
         rc = evaluate_dg.main(["--config-file", config_path("rein_dinov2.yaml"), "--datasets", name,
                                "--output-dir", str(out), *map(str, MINI), "DATALOADER.NUM_WORKERS", "0"])
-    finally:
-        logging.getLogger("rein_d2.evaluation").removeHandler(shown)
-    errors = _error_lines(capsys.readouterr().err)
+    errors = error_lines(capsys.readouterr().err)
     assert rc == 2 and len(errors) == 1
     assert f"could not write {out / 'dg_summary.json'}: No space left on device; it needs about" in errors[0]
     assert "are free in" in errors[0] and "nothing was written under that name" in errors[0]
-    kept = [line for line in shown.lines if line.startswith(f"Domain generalization, not saved to {out}")]
+    kept = [line for line in shown if line.startswith(f"Domain generalization, not saved to {out}")]
     assert len(kept) == 1 and f"| {name}" in kept[0] and "mIoU" in kept[0]
     assert not [f for f in os.listdir(out) if f.startswith(("dg_summary", ".dg_summary"))]  # no torn file
 

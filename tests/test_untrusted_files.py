@@ -21,7 +21,7 @@ from rein_d2.checkpoint import CheckpointFileError, load_official_checkpoint, re
 from rein_d2.checkpoint.torchscript import read_torchscript_tensors
 from rein_d2.utils.cli import UserError
 from rein_d2.tools import convert_pretrained
-from conftest import REPO, config_path
+from conftest import REPO, config_path, error_lines
 from test_meta_arch import MINI
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.*:FutureWarning")
@@ -208,7 +208,7 @@ def test_crafted_numpy_pickles_are_refused_in_one_line_without_crashing(tmp_path
         assert line.startswith(f"refused {path}: ") and what in line, line
         assert "rein_d2 reads .pkl files of numpy arrays of plain numbers" in line, line
     # train_net.py: exit status 2 and one line, no traceback.
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    errors = error_lines(proc.stderr)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, (proc.returncode, proc.stderr[-3000:])
     assert errors == [f"error: {paths[0]}: refused, numpy dtype 'O8' ('O' kind), not plain numeric; "
                       "rein_d2 reads .pkl files of numpy arrays of plain numbers (bool, int, uint, "

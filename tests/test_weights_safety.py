@@ -193,10 +193,10 @@ def test_weights_of_another_vfm_size_are_refused_naming_both_sizes(tmp_path):
     assert "weights for another VFM size (width 64, 4 blocks in the file, width 96, 6 blocks in the model" in message
     assert "MODEL.VIT.SIZE" in message
     # export_checkpoint says the same, not "set MODEL.TRAINED_WEIGHTS".
-    ex = export_checkpoint
-    code = ex.main(["--config-file", config_path("rein_dinov2.yaml"), "--output", str(tmp_path / "x.pth"),
-                    *map(str, MINI), "MODEL.VIT.EMBED_DIM", "96", "MODEL.VIT.DEPTH", "6",
-                    "MODEL.WEIGHTS", str(tmp_path / "small_full.pth")])
+    code = export_checkpoint.main(["--config-file", config_path("rein_dinov2.yaml"),
+                                   "--output", str(tmp_path / "x.pth"), *map(str, MINI),
+                                   "MODEL.VIT.EMBED_DIM", "96", "MODEL.VIT.DEPTH", "6",
+                                   "MODEL.WEIGHTS", str(tmp_path / "small_full.pth")])
     assert code == 2 and not (tmp_path / "x.pth").exists()
 
 

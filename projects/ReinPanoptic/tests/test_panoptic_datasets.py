@@ -74,7 +74,7 @@ def _script(name):
 
 
 def _prepare(name, root, *extra):
-    """The script's exit code (rein_d2's run_prepare: 1 with an 'error: ...' line)."""
+    """The script's exit code (rein_d2's run_prepare: 2 with an 'error: ...' line)."""
     script = _script(name)
     return script.run_prepare(script.main, ["--root", root, "--workers", "1", "--no-count-check", *extra])
 
