@@ -2,8 +2,8 @@
 
     python tools/quickstart_figures.py                  # train, evaluate, draw; print the figures
     python tools/quickstart_figures.py --fingerprint 5  # the raw losses of the first 5 iterations
-    python tools/quickstart_figures.py --seed 2 --record output/qs_seed2.json  # another run
-    python tools/quickstart_figures.py --spread output/qs_*.json  # their spread into figures.json
+    python tools/quickstart_figures.py --seed 2 --record output/spread/seed2.json  # another run
+    python tools/quickstart_figures.py --spread output/spread/*.json  # their spread into figures.json
 
 The full run trains configs/quickstart/synthstreets_dinov2_s.yaml exactly as
 `tools/train_net.py --config-file <it>` does (same set-up, seeding and trainer), evaluates
@@ -21,7 +21,6 @@ ATEN_CPU_CAPABILITY=default, ONEDNN_MAX_CPU_ISA, MKL_CBWR) land from the recorde
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ import time
 import torch
 from detectron2.engine import default_argument_parser
 
+from benchmark import cpu_model  # dev/benchmark.py
 from rein_d2 import load_config
 from rein_d2.engine import ReinTrainer
 from rein_d2.tools import train_net
@@ -42,13 +42,7 @@ ISA_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR")  # ins
 
 def machine() -> dict:
     """The CPU a record comes from, and what limits the instruction sets torch uses on it."""
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": model, "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
             "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "env": {k: os.environ[k] for k in ISA_VARIABLES if k in os.environ}}
 
@@ -162,7 +156,8 @@ def main(argv=None) -> int:
         for path in args.spread:
             with open(path) as f:
                 runs.append(json.load(f))
-        record["spread"] = spread(record, runs)
+        # (entries this does not compute, e.g. a comparison with another CPU's record, are kept)
+        record["spread"] = {**record.get("spread", {}), **spread(record, runs)}
         with open(FIGURES, "w") as f:
             json.dump(record, f, indent=1)
         print(json.dumps({k: v for k, v in record["spread"].items() if k != "runs"}, indent=1))

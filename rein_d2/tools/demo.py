@@ -45,10 +45,9 @@ from rein_d2.data.dataset_mappers.instance import read_image_checked
 from rein_d2.engine import check_weight_files
 from rein_d2.predictor import Predictor
 from rein_d2.utils.cli import EXIT_REFUSED, UserError, exit_on_user_error, reclaim_overrides, refuse_overwrite
-from rein_d2.utils.files import write_image_atomic
+from rein_d2.utils.files import IMAGE_EXTENSIONS, write_image_atomic
 from rein_d2.utils.visualizer import OverlayDrawer
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 DEFAULT_OUTPUT = "demo_output"
 
 
@@ -154,7 +153,7 @@ def _unreadable_reason(e: Exception) -> str:
 def run_images(predictor, draw, paths, outputs, output_dir, n_input_errors=0) -> int:
     """Draw each image of ``paths`` into the matching path of ``outputs``. Each image that
     cannot be read, drawn or written is named on its own line and the others go on; the exit
-    status is 1 when anything (including ``n_input_errors`` inputs naming nothing) failed."""
+    status is 2 (EXIT_REFUSED) when anything (including ``n_input_errors`` inputs naming nothing) failed."""
     failed = []
     for path, out in zip(tqdm.tqdm(paths, desc="images", unit="img"), outputs):
         try:
@@ -271,9 +270,6 @@ def main(argv=None) -> int:
         return EXIT_REFUSED
     if args.max_frames is not None and args.max_frames <= 0:
         _error(f"--max-frames must be positive, got {args.max_frames}")
-        return EXIT_REFUSED
-    if not os.path.isfile(args.config_file):
-        _error(f"config file not found: {args.config_file}")
         return EXIT_REFUSED
     if args.video_input is not None and not os.path.isfile(args.video_input):
         _error(f"video file not found: {args.video_input}")

@@ -33,8 +33,7 @@ from rein_d2.evaluation.protocol import eval_size_of
 from rein_d2.evaluation.submission import FORMATS, plan_predictions, prediction_done, write_prediction
 from rein_d2.predictor import Predictor
 from rein_d2.utils.cli import EXIT_REFUSED, UserError, exit_on_user_error, one_line
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+from rein_d2.utils.files import IMAGE_EXTENSIONS
 
 
 def parse_args(argv=None):

@@ -17,9 +17,13 @@ import numpy as np
 
 from .cli import SPACE_ERRNOS, UserError
 
-__all__ = ["OutputWriteError", "disk_space", "os_error_of", "save_figure_atomic", "space_errors_name",
-           "staged_files", "write_bytes_atomic", "write_csv_atomic", "write_failure",
+__all__ = ["IMAGE_EXTENSIONS", "OutputWriteError", "disk_space", "os_error_of", "save_figure_atomic",
+           "space_errors_name", "staged_files", "write_bytes_atomic", "write_csv_atomic", "write_failure",
            "write_image_atomic", "write_json_atomic"]
+
+
+# file name endings of the images a folder input is searched for (demo, predict)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
 class OutputWriteError(UserError, OSError):

@@ -18,7 +18,7 @@ from detectron2.data import DatasetCatalog
 
 from rein_d2 import load_config
 from rein_d2.tools import train_net as tools_train_net
-from rein_d2.utils.cli import EXIT_REFUSED, UserError
+from rein_d2.utils.cli import EXIT_REFUSED, UserError, one_line
 from rein_det import add_reindet_config  # (registers the backbone, mapper, datasets)
 
 logger = logging.getLogger("rein_d2")
@@ -55,7 +55,7 @@ def main(args):
     try:
         check_datasets(load_config(args.config_file, args.opts, (add_reindet_config,)))
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         sys.exit(EXIT_REFUSED)
     return tools_train_net.main(args, add_config=(add_reindet_config,))
 

@@ -9,7 +9,8 @@ from rein_d2.data.datasets.labels import parse_prepare_args, run_prepare
 from .builtin import LAYOUTS, PREPARE_SCRIPT, DATASETS, OUT
 from .convert import convert_split
 
-__all__ = ["parse_prepare_args", "run_prepare", "outputs", "run_split", "check_images_if_asked"]
+__all__ = ["parse_prepare_args", "run_prepare", "outputs", "run_split", "check_images_if_asked",
+           "panoptic_item"]
 
 
 def outputs(key, root):
@@ -17,6 +18,14 @@ def outputs(key, root):
     spec = DATASETS[key]
     return {k: os.path.join(root, spec[k]) for k in ("image_root", "panoptic_root", "sem_seg_root",
                                                       "panoptic_json", "instances_json") if k in spec}
+
+
+def panoptic_item(out, image_id, file_name, pan_file, srcs, reader) -> dict:
+    """One image of a split for convert_split: its panoptic PNG and train-id PNG are written
+    under the split's output folders (``outputs``) at the panoptic file's relative path."""
+    return dict(image_id=image_id, file_name=file_name, pan_file=pan_file, srcs=srcs, reader=reader,
+                pan_dst=os.path.join(out["panoptic_root"], pan_file),
+                sem_dst=os.path.join(out["sem_seg_root"], pan_file))
 
 
 def run_split(key, items, root, workers, count_check, panoptic_json=None, instances_json=None):

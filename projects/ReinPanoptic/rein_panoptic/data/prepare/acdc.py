@@ -14,7 +14,7 @@ from rein_d2.data.datasets.common import check_count, find_files, require_dir
 from rein_panoptic.data.builtin import LAYOUTS, PREPARE_SCRIPT, ACDC_CONDITIONS, DATASETS
 from rein_panoptic.data.convert import subset, write_json_atomic
 from rein_panoptic.data.preparation import (
-    check_images_if_asked, outputs, parse_prepare_args, run_prepare, run_split)
+    check_images_if_asked, outputs, panoptic_item, parse_prepare_args, run_prepare, run_split)
 from rein_panoptic.data.sources import cityscapes_category_map, coco_panoptic_segments
 
 PANOPTIC_SUFFIX, IMAGE_SUFFIX = "_gt_panoptic.png", "_rgb_anon.png"
@@ -61,10 +61,9 @@ def condition_items(root, cond, split, first_id):
             raise FileNotFoundError(f"{pngs[name]}: its image {stem}{IMAGE_SUFFIX} is not under "
                                     f"{os.path.join(image_root, cond, split)}: extract rgb_anon_trainvaltest.zip")
         rel = os.path.relpath(pngs[name], gt_root)
-        items.append(dict(image_id=first_id + len(items), file_name=os.path.relpath(images[stem], image_root),
-                          pan_file=rel, srcs=[pngs[name], src_json],
-                          pan_dst=os.path.join(out["panoptic_root"], rel), sem_dst=os.path.join(out["sem_seg_root"], rel),
-                          reader=functools.partial(coco_panoptic_segments, pngs[name], ann["segments_info"], categories)))
+        items.append(panoptic_item(out, first_id + len(items), os.path.relpath(images[stem], image_root), rel,
+                                   [pngs[name], src_json],
+                                   functools.partial(coco_panoptic_segments, pngs[name], ann["segments_info"], categories)))
     return items
 
 

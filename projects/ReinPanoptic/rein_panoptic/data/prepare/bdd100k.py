@@ -10,7 +10,7 @@ import sys
 from rein_d2.data.datasets.common import find_files, require_dir
 from rein_panoptic.data.builtin import LAYOUTS, PREPARE_SCRIPT, DATASETS
 from rein_panoptic.data.preparation import (
-    check_images_if_asked, outputs, parse_prepare_args, run_prepare, run_split)
+    check_images_if_asked, outputs, panoptic_item, parse_prepare_args, run_prepare, run_split)
 from rein_panoptic.data.sources import bdd100k_segments
 
 
@@ -28,10 +28,8 @@ def main(argv=None):
             if not os.path.isfile(os.path.join(out["image_root"], image)):
                 raise FileNotFoundError(f"{png}: its image {os.path.join(out['image_root'], image)} is "
                                         f"missing: download the 10K images (bdd100k/images/10k/{split}/)")
-            items.append(dict(image_id=len(items) + 1, file_name=image, pan_file=rel, srcs=[png],
-                              pan_dst=os.path.join(out["panoptic_root"], rel),
-                              sem_dst=os.path.join(out["sem_seg_root"], rel),
-                              reader=functools.partial(bdd100k_segments, png)))
+            items.append(panoptic_item(out, len(items) + 1, image, rel, [png],
+                                       functools.partial(bdd100k_segments, png)))
         run_split(key, items, args.root, args.workers, not args.no_count_check)
     check_images_if_asked(args, "bdd100k", [(f"bdd100k_panoptic_{s}", f"bdd100k/images/10k/{s}", ".jpg")
                                             for s in ("train", "val")])

@@ -12,7 +12,7 @@ import sys
 from rein_d2.data.datasets.common import require_dir
 from rein_panoptic.data.builtin import LAYOUTS, PREPARE_SCRIPT, DATASETS
 from rein_panoptic.data.preparation import (
-    check_images_if_asked, outputs, parse_prepare_args, run_prepare, run_split)
+    check_images_if_asked, outputs, panoptic_item, parse_prepare_args, run_prepare, run_split)
 from rein_panoptic.data.sources import coco_panoptic_segments, mapillary_category_map
 
 # Where v1.2's panoptic labels are, below <split>/: the v2.0 download, then a v1.x download.
@@ -61,10 +61,8 @@ def main(argv=None):
                                         f"{out['image_root']}: download the {folder} images")
             if not os.path.isfile(png):
                 raise FileNotFoundError(f"{png}: listed in {src_json} but missing: download the panoptic labels again")
-            items.append(dict(image_id=len(items) + 1, file_name=image, pan_file=ann["file_name"],
-                              srcs=[png, src_json], pan_dst=os.path.join(out["panoptic_root"], ann["file_name"]),
-                              sem_dst=os.path.join(out["sem_seg_root"], ann["file_name"]),
-                              reader=functools.partial(coco_panoptic_segments, png, ann["segments_info"], categories)))
+            items.append(panoptic_item(out, len(items) + 1, image, ann["file_name"], [png, src_json],
+                                       functools.partial(coco_panoptic_segments, png, ann["segments_info"], categories)))
         run_split(key, items, args.root, args.workers, not args.no_count_check)
     check_images_if_asked(args, "mapillary", [(f"mapillary_panoptic_{s}", f"mapillary/{f}/images", ".jpg")
                                               for s, f in (("train", "training"), ("val", "validation"))])

@@ -10,7 +10,7 @@ import sys
 from rein_d2.data.datasets.common import REFERENCE_OUTPUT_SUFFIX, find_files, require_dir
 from rein_panoptic.data.builtin import LAYOUTS, PREPARE_SCRIPT, DATASETS
 from rein_panoptic.data.preparation import (
-    check_images_if_asked, outputs, parse_prepare_args, run_prepare, run_split)
+    check_images_if_asked, outputs, panoptic_item, parse_prepare_args, run_prepare, run_split)
 from rein_panoptic.data.sources import synthia_segments
 
 
@@ -27,10 +27,7 @@ def main(argv=None):
         if not os.path.isfile(os.path.join(out["image_root"], rel)):
             raise FileNotFoundError(f"{png}: its image {os.path.join(out['image_root'], rel)} is missing: "
                                     f"download SYNTHIA RAND-CITYSCAPES' RGB folder")
-        items.append(dict(image_id=len(items) + 1, file_name=rel, pan_file=rel, srcs=[png],
-                          pan_dst=os.path.join(out["panoptic_root"], rel),
-                          sem_dst=os.path.join(out["sem_seg_root"], rel),
-                          reader=functools.partial(synthia_segments, png)))
+        items.append(panoptic_item(out, len(items) + 1, rel, rel, [png], functools.partial(synthia_segments, png)))
     run_split(key, items, args.root, args.workers, not args.no_count_check)
     check_images_if_asked(args, "synthia", [("synthia_panoptic_train", "synthia/RGB", ".png")])
     return 0
