@@ -1,7 +1,6 @@
 """detectron2's evaluators and test loaders chosen by a dataset's ``evaluator_type``, as
 DefaultTrainer.build_evaluator / build_test_loader expect. One table, one entry per kind."""
 import contextlib
-import json
 import logging
 import os
 import tempfile
@@ -42,15 +41,14 @@ class InProcessPanopticEvaluator(COCOPanopticEvaluator):
     def evaluate(self):
         with self._single_process_pq() as computed:
             results = super().evaluate()
-        if results is None or "per_class" not in computed:  # not the main process
+        if results is None or "stat" not in computed:  # not the main process
             return results
-        with open(self._metadata.panoptic_json) as f:
-            names = {c["id"]: c["name"] for c in json.load(f)["categories"]}
-        counts = computed["stat"].pq_per_cat
+        stat, categories = computed["stat"], computed["categories"]
+        per_class = stat.pq_average(categories, isthing=None)[1]  # as pq_compute's "per_class"
         # classes neither in the ground truth nor predicted are left out (panopticapi gives 0)
-        rows = [(names.get(cat, str(cat)), *(100 * v[k] for k in ("pq", "sq", "rq")))
-                for cat, v in sorted(computed["per_class"].items())
-                if counts[cat].tp + counts[cat].fp + counts[cat].fn]
+        rows = [(categories[cat]["name"], *(100 * v[k] for k in ("pq", "sq", "rq")))
+                for cat, v in sorted(per_class.items())
+                if stat.pq_per_cat[cat].tp + stat.pq_per_cat[cat].fp + stat.pq_per_cat[cat].fn]
         for name, pq, sq, rq in rows:
             results["panoptic_seg"].update({f"PQ-{name}": pq, f"SQ-{name}": sq, f"RQ-{name}": rq})
         if self._output_dir:
@@ -63,30 +61,26 @@ class InProcessPanopticEvaluator(COCOPanopticEvaluator):
     @staticmethod
     @contextlib.contextmanager
     def _single_process_pq():
-        """Yields a dict that receives pq_compute's per-class results ("per_class": category
-        id -> pq, sq, rq) and its statistics ("stat": the PQStat, its per-class counts)."""
+        """Yields a dict that receives pq_compute's statistics ("stat": the PQStat, with its
+        per-class counts) and its categories ("categories": id -> the json's category)."""
         computed = {}
         try:
             import panopticapi.evaluation as pq
         except ImportError:  # detectron2 names the missing package itself
             yield computed
             return
-        multi, compute = pq.pq_compute_multi_core, pq.pq_compute
+        multi = pq.pq_compute_multi_core
 
         def single_core(annotations, gt, pred, categories):
             computed["stat"] = pq.pq_compute_single_core(0, annotations, gt, pred, categories)
+            computed["categories"] = categories
             return computed["stat"]
 
-        def keep_per_class(*args, **kwargs):
-            results = compute(*args, **kwargs)
-            computed["per_class"] = results["per_class"]
-            return results
-
-        pq.pq_compute_multi_core, pq.pq_compute = single_core, keep_per_class
+        pq.pq_compute_multi_core = single_core
         try:
             yield computed
         finally:
-            pq.pq_compute_multi_core, pq.pq_compute = multi, compute
+            pq.pq_compute_multi_core = multi
 
 
 class CityscapesAPEvaluator(CityscapesInstanceEvaluator):
